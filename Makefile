@@ -1,0 +1,47 @@
+# The two commands of the README:
+#   make demo   - the paper's pipeline on generated Vaihingen-format data, on the CPU (results/demo/)
+#   make test   - sync checks, every notebook (nbdev_test) and the pytest suite
+# Both create .venv and install everything on first use; nothing else needs installing by hand.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+NB_TIMEOUT ?= 1200
+PYTEST_TIMEOUT ?= 900
+export MPLBACKEND = Agg
+export PYTHONUNBUFFERED = 1
+
+.PHONY: install test sync nbtest pytest demo readme export bench
+
+$(VENV)/.installed: settings.ini setup.py pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q torch==2.14.1 torchvision==0.29.1
+	$(BIN)/python -m pip install -q -e ".[dev]"
+	$(BIN)/python -m ipykernel install --sys-prefix --name python3 >/dev/null
+	touch $@
+
+install: $(VENV)/.installed
+
+sync: install
+	BIN=$(BIN) bash tools/check_sync.sh
+
+nbtest: install
+	timeout $(NB_TIMEOUT) $(BIN)/nbdev_test --n_workers 2 --timing
+
+pytest: install
+	timeout $(PYTEST_TIMEOUT) $(BIN)/python -m pytest tests -q -p no:cacheprovider
+
+test: sync nbtest pytest
+
+export: install
+	$(BIN)/nbdev_export && $(BIN)/nbdev_clean && $(BIN)/python tools/readme.py
+
+readme: install
+	$(BIN)/python tools/readme.py
+
+demo: install
+	$(BIN)/python -m ssrs_nb.demo --out results/demo
+
+bench: install
+	$(BIN)/nbdev_test --path nbs/90_benchmarks.ipynb --flags slow --do_print
