@@ -35,7 +35,7 @@ pytest: install
 test: sync nbtest pytest
 
 export: install
-	$(BIN)/nbdev_export && $(BIN)/nbdev_clean && $(BIN)/python tools/readme.py
+	$(BIN)/nbdev_clean && $(BIN)/nbdev_export && $(BIN)/python tools/readme.py
 
 readme: install
 	$(BIN)/python tools/readme.py

@@ -7,7 +7,7 @@ __all__ = ['IGNORE_INDEX', 'DATASETS', 'set_seed', 'get_device', 'atomic_write',
            'atomic_write_json', 'atomic_torch_save', 'load_checkpoint', 'imread', 'imwrite_png', 'sha256_file',
            'image_to_tensor', 'DatasetPreset', 'check_choice', 'get_preset']
 
-# %% ../nbs/00_core.ipynb #a8c8307d
+# %% ../nbs/00_core.ipynb #3ee9a405
 import contextlib, hashlib, json, os, random, tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -16,7 +16,7 @@ from typing import Any, Iterable, Sequence
 import numpy as np
 import torch
 
-# %% ../nbs/00_core.ipynb #d34eb59c
+# %% ../nbs/00_core.ipynb #a80a3375
 def set_seed(seed: int, deterministic: bool = False) -> None:
     "Seed `random`, NumPy and PyTorch (CPU and every GPU); `deterministic` also asks cuDNN/PyTorch for deterministic kernels."
     random.seed(seed); np.random.seed(seed % 2**32); torch.manual_seed(seed)
@@ -43,7 +43,7 @@ def get_device(device: str | torch.device | None = None) -> torch.device:
         raise ValueError(f"device={device!r}: MPS is not available on this machine; use device='cpu' or 'auto'")
     return dev
 
-# %% ../nbs/00_core.ipynb #c78f9991
+# %% ../nbs/00_core.ipynb #95f27fd2
 @contextlib.contextmanager
 def atomic_write(path: str | os.PathLike, mode: str = "wb"):
     "Context manager yielding a file object whose contents replace `path` only if the block finishes without error."
@@ -85,7 +85,7 @@ def atomic_torch_save(obj: Any, path) -> Path:
     with atomic_write(path, "wb") as f: torch.save(obj, f)
     return Path(path)
 
-# %% ../nbs/00_core.ipynb #e3b0a96f
+# %% ../nbs/00_core.ipynb #419a518f
 def load_checkpoint(path, map_location: str | torch.device = "cpu") -> Any:
     "Load a checkpoint/weights file with `weights_only=True`; clear errors naming `path` for missing or unsafe files."
     path = Path(path)
@@ -98,7 +98,7 @@ def load_checkpoint(path, map_location: str | torch.device = "cpu") -> Any:
                          f"{str(e).splitlines()[0][:200]}). Only tensors, dicts, lists and numbers are accepted; "
                          f"re-save it with torch.save(model.state_dict(), path).") from None
 
-# %% ../nbs/00_core.ipynb #7dcfbdd3
+# %% ../nbs/00_core.ipynb #a1417288
 import cv2
 
 def imread(path) -> np.ndarray:
@@ -130,13 +130,13 @@ def sha256_file(path, chunk: int = 1 << 20) -> str:
         for b in iter(lambda: f.read(chunk), b""): h.update(b)
     return h.hexdigest()
 
-# %% ../nbs/00_core.ipynb #8e042eeb
+# %% ../nbs/00_core.ipynb #6278248d
 def image_to_tensor(img: np.ndarray) -> torch.Tensor:
     "H×W×C uint8 image → float32 C×H×W tensor in [0, 1]."
     if img.ndim != 3: raise ValueError(f"expected an H×W×C image, got shape {img.shape}")
     return torch.from_numpy(np.ascontiguousarray(img.transpose(2, 0, 1))).float().div_(255)
 
-# %% ../nbs/00_core.ipynb #4fe03b11
+# %% ../nbs/00_core.ipynb #de9c4804
 IGNORE_INDEX = 255
 
 @dataclass(frozen=True)

@@ -6,7 +6,7 @@
 __all__ = ['VARIANTS', 'BACKBONE_NAMES', 'PUBLISHED', 'Run', 'paper_grid', 'run_complete', 'run_grid', 'read_run', 'collect',
            'paper_table', 'to_markdown', 'write_tables']
 
-# %% ../nbs/09_paper.ipynb #e9bbdf9e
+# %% ../nbs/09_paper.ipynb #33428e18
 import json, math, os, subprocess, sys
 from dataclasses import dataclass, asdict, field
 from pathlib import Path
@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 from .core import get_preset, check_choice, atomic_write_text, atomic_write_json
 
-# %% ../nbs/09_paper.ipynb #53bdaf04
+# %% ../nbs/09_paper.ipynb #75af90ed
 VARIANTS = {  # name: (use_obj, use_bdy, label in the paper's ablation tables)
     "seg":  (False, False, "L_seg"),
     "obj":  (True,  False, "L_seg + L_obj"),
@@ -44,7 +44,7 @@ PUBLISHED = {  # (dataset, backbone, variant) -> scores, from Tables I-IV
     ("loveda", "swin", "both"):     _p("56.40/39.27 77.23/62.91 74.74/59.67 77.30/63.00 44.44/28.57 53.30/36.33 44.17/28.34 66.02 50.68"),
 }
 
-# %% ../nbs/09_paper.ipynb #0789b878
+# %% ../nbs/09_paper.ipynb #f1a340f6
 @dataclass(frozen=True)
 class Run:
     "One training run of the grid."
@@ -71,7 +71,7 @@ def paper_grid(datasets=("vaihingen", "loveda"), backbones=("resnet18", "swin"),
             runs += [Run(d, b, v, int(s)) for v in variants for s in seeds]
     return runs
 
-# %% ../nbs/09_paper.ipynb #f04f0e94
+# %% ../nbs/09_paper.ipynb #b3245e9a
 def run_complete(folder) -> bool:
     "True when `folder/metrics.json` exists and records a finished run."
     p = Path(folder) / "metrics.json"
@@ -106,7 +106,7 @@ def run_grid(runs, out_dir, common: dict | None = None, train_nb=None, cwd=None,
             out.append((run, f"failed: {type(e).__name__}: {str(e).splitlines()[-1][:300] if str(e) else ''}"))
     return out
 
-# %% ../nbs/09_paper.ipynb #95673625
+# %% ../nbs/09_paper.ipynb #3a865485
 def _pct(x):
     x = np.asarray(x, dtype=float)
     return x * 100 if np.nanmax(np.abs(x)) <= 1.0 + 1e-9 else x

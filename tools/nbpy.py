@@ -39,10 +39,23 @@ def py_to_cells(text):
             out.append({'cell_type': 'markdown', 'metadata': md, 'source': src})
         else:
             out.append({'cell_type': 'code', 'execution_count': None, 'metadata': md, 'outputs': [], 'source': src})
+    # keep the key order nbformat writes (cell_type, execution_count, id, metadata, ...) so nbdev_clean is a no-op
     return out
 
 def to_nb(src, dest):
+    "Write the notebook; cells keep the ids of an existing `dest` where the source text is unchanged."
+    import uuid
     cells = py_to_cells(Path(src).read_text())
+    old = {}
+    if Path(dest).exists():
+        for c in json.loads(Path(dest).read_text()).get('cells', []):
+            s = ''.join(c['source']) if isinstance(c['source'], list) else c['source']
+            if 'id' in c: old.setdefault(s, []).append(c['id'])
+    used = set()
+    for c in cells:
+        ids = [i for i in old.get(c['source'], []) if i not in used]
+        c['id'] = ids[0] if ids else uuid.uuid4().hex[:8]
+        used.add(c['id'])
     nb = {'cells': cells, 'metadata': {'kernelspec': {'display_name': 'python3', 'language': 'python', 'name': 'python3'}},
           'nbformat': 4, 'nbformat_minor': 5}
     Path(dest).write_text(json.dumps(nb, indent=1, ensure_ascii=False) + '\n')
