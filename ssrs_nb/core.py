@@ -130,11 +130,12 @@ def sha256_file(path, chunk: int = 1 << 20) -> str:
         for b in iter(lambda: f.read(chunk), b""): h.update(b)
     return h.hexdigest()
 
-# %% ../nbs/00_core.ipynb #6278248d
+# %% ../nbs/00_core.ipynb #7e1aef0f
 def image_to_tensor(img: np.ndarray) -> torch.Tensor:
     "H×W×C uint8 image → float32 C×H×W tensor in [0, 1]."
     if img.ndim != 3: raise ValueError(f"expected an H×W×C image, got shape {img.shape}")
-    return torch.from_numpy(np.ascontiguousarray(img.transpose(2, 0, 1))).float().div_(255)
+    # one NumPy multiply-and-cast is several times cheaper than two torch ops in a busy data-loader process
+    return torch.from_numpy(np.ascontiguousarray(img.transpose(2, 0, 1), dtype=np.float32) * np.float32(1 / 255))
 
 # %% ../nbs/00_core.ipynb #de9c4804
 IGNORE_INDEX = 255
