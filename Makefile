@@ -41,7 +41,10 @@ readme: install
 	$(BIN)/python tools/readme.py
 
 demo: install
-	$(BIN)/python -m ssrs_nb.demo --out results/demo
+	mkdir -p results/demo
+	cd nbs && ../$(BIN)/papermill 20_paper_tables.ipynb ../results/demo/20_paper_tables.ipynb -p preset demo \
+		-p out_dir ../results/demo --log-output --progress-bar
+	@echo "results: results/demo/tables.md, results/demo/figures/, results/demo/20_paper_tables.ipynb"
 
 bench: install
 	$(BIN)/nbdev_test --path nbs/90_benchmarks.ipynb --flags slow --do_print

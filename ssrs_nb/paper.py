@@ -6,8 +6,8 @@
 __all__ = ['VARIANTS', 'BACKBONE_NAMES', 'PUBLISHED', 'Run', 'paper_grid', 'run_complete', 'run_grid', 'read_run', 'collect',
            'paper_table', 'to_markdown', 'write_tables']
 
-# %% ../nbs/09_paper.ipynb #33428e18
-import json, math, os, subprocess, sys
+# %% ../nbs/09_paper.ipynb #f16ee903
+import json, math, os, subprocess, sys, time
 from dataclasses import dataclass, asdict, field
 from pathlib import Path
 import numpy as np
@@ -71,42 +71,54 @@ def paper_grid(datasets=("vaihingen", "loveda"), backbones=("resnet18", "swin"),
             runs += [Run(d, b, v, int(s)) for v in variants for s in seeds]
     return runs
 
-# %% ../nbs/09_paper.ipynb #b3245e9a
+# %% ../nbs/09_paper.ipynb #52b4257e
 def run_complete(folder) -> bool:
-    "True when `folder/metrics.json` exists and records a finished run."
+    "True when `folder/metrics.json` exists and records a finished run (`status == 'finished'`, written by `train`)."
     p = Path(folder) / "metrics.json"
     if not p.is_file(): return False
     try: m = json.loads(p.read_text())
     except json.JSONDecodeError: return False
-    return bool(m.get("complete", m.get("finished", False)))
+    return m.get("status") == "finished"
 
-def run_grid(runs, out_dir, common: dict | None = None, train_nb=None, cwd=None, log_output=True, dry_run=False):
+def _default_train_nb() -> Path:
+    "nbs/10_train.ipynb next to the package (editable install), else in the working directory (papermill --cwd nbs)."
+    here = globals().get("__file__")
+    for cand in ([Path(here).resolve().parent.parent / "nbs"] if here else []) + [Path.cwd(), Path.cwd() / "nbs"]:
+        if (cand / "10_train.ipynb").is_file(): return cand / "10_train.ipynb"
+    return Path.cwd() / "10_train.ipynb"
+
+def run_grid(runs, out_dir, common: dict | None = None, train_nb=None, cwd=None, log_output=False, dry_run=False,
+             progress=True):
     "Execute `10_train.ipynb` for every run not yet complete; returns the list of (run, status) with status 'done', 'skipped' or 'failed: …'."
     import papermill as pm
-    from tqdm.auto import tqdm
-    nbs = Path(__file__).resolve().parent.parent / "nbs" if train_nb is None else Path(train_nb).parent
-    train_nb = Path(train_nb) if train_nb is not None else nbs / "10_train.ipynb"
+    train_nb = Path(train_nb) if train_nb is not None else _default_train_nb()
     if not train_nb.is_file():
         raise FileNotFoundError(f"{train_nb}: the training notebook was not found; pass train_nb= the path of nbs/10_train.ipynb")
-    out = []
-    for run in (bar := tqdm(runs, desc="grid", unit="run")):
+    out, t_start = [], time.time()
+    for k, run in enumerate(runs, 1):
         folder = run.folder(out_dir).resolve()
-        bar.set_postfix_str(run.key)
-        if run_complete(folder): out.append((run, "skipped")); continue
-        if dry_run: out.append((run, "todo")); continue
-        folder.mkdir(parents=True, exist_ok=True)
-        params = {**(common or {}), **run.params(), "out_dir": str(folder), "resume": True}
-        tmp = folder / ".10_train.ipynb.tmp"
-        try:
-            pm.execute_notebook(str(train_nb), str(tmp), parameters=params, cwd=str(cwd or train_nb.parent),
-                                log_output=log_output, progress_bar=False, kernel_name="python3")
-            os.replace(tmp, folder / "10_train.ipynb")
-            out.append((run, "done"))
-        except Exception as e:
-            out.append((run, f"failed: {type(e).__name__}: {str(e).splitlines()[-1][:300] if str(e) else ''}"))
+        t0 = time.time()
+        if run_complete(folder): status = "skipped"
+        elif dry_run: status = "todo"
+        else:
+            folder.mkdir(parents=True, exist_ok=True)
+            params = {**(common or {}), **run.params(), "out_dir": str(folder), "resume": True}
+            tmp = folder / ".10_train.tmp.ipynb"
+            try:
+                pm.execute_notebook(str(train_nb), str(tmp), parameters=params, cwd=str(cwd or train_nb.parent),
+                                    log_output=log_output, progress_bar=False, kernel_name="python3")
+                os.replace(tmp, folder / "10_train.ipynb")
+                status = "done"
+            except Exception as e:
+                msg = str(e).strip().splitlines()
+                status = f"failed: {type(e).__name__}: {msg[-1][:300] if msg else ''} (see {tmp})"
+        out.append((run, status))
+        if progress:   # one line per run: readable in papermill's --log-output and in CI logs alike
+            print(f"[{k}/{len(runs)}] {run.key}: {status} in {time.time() - t0:.0f} s "
+                  f"(grid {time.time() - t_start:.0f} s)", flush=True)
     return out
 
-# %% ../nbs/09_paper.ipynb #3a865485
+# %% ../nbs/09_paper.ipynb #23c7df79
 def _pct(x):
     x = np.asarray(x, dtype=float)
     return x * 100 if np.nanmax(np.abs(x)) <= 1.0 + 1e-9 else x
@@ -115,15 +127,18 @@ def read_run(folder, run: Run | None = None) -> dict:
     "One finished run's `metrics.json` as a flat record (per-class F1/IoU, mF1, mIoU, OA in percent)."
     p = Path(folder) / "metrics.json"
     m = json.loads(p.read_text())
-    s = m.get("test") or m.get("final") or m.get("scores")
-    if s is None or "f1" not in s or "iou" not in s:
-        raise ValueError(f"{p}: expected a 'test' entry with per-class 'f1' and 'iou' lists (was the run finished?)")
+    final = m.get("final") or {}
+    s = final.get("scores")
+    if m.get("status") != "finished" or s is None or "f1" not in s or "iou" not in s:
+        raise ValueError(f"{p}: status {m.get('status')!r}, expected a finished run with final.scores.f1/iou; "
+                         f"re-run it (run_grid resumes it from its last checkpoint)")
     cfg = m.get("config", {})
     rec = dict(dataset=cfg.get("dataset", run.dataset if run else None),
                backbone=cfg.get("backbone", run.backbone if run else None),
                variant=run.variant if run else _variant_of(cfg), seed=cfg.get("seed", run.seed if run else None),
                f1=_pct(s["f1"]).tolist(), iou=_pct(s["iou"]).tolist(), oa=float(_pct([s.get("oa", np.nan)])[0]),
-               selected=m.get("selected", s.get("selected")), folder=str(folder))
+               selection=final.get("selection"), epoch=final.get("epoch"), split=final.get("split"),
+               weights=str(Path(folder) / final["weights"]) if final.get("weights") else None, folder=str(folder))
     ev = list(get_preset(rec["dataset"]).eval_classes)
     rec["mf1"] = float(np.nanmean(np.asarray(rec["f1"])[ev])); rec["miou"] = float(np.nanmean(np.asarray(rec["iou"])[ev]))
     return rec
