@@ -1,0 +1,276 @@
+"""Training: kill-and-resume with a real process, DDP (gloo, 2 CPU processes) vs 1 process, NaN stop, ablation switches,
+model selection, and the papermill entry notebook with every parameter overridden."""
+import json, os, signal, subprocess, sys, time
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ssrs_nb.core import imwrite_png, imread, load_checkpoint
+from ssrs_nb.training import TrainConfig, train, compute_loss, ABLATIONS, rank_batches
+
+ROOT = Path(__file__).resolve().parent.parent
+ENV = {**os.environ, "PYTHONPATH": f"{ROOT}{os.pathsep}{os.environ.get('PYTHONPATH', '')}", "OMP_NUM_THREADS": "1",
+       "MPLBACKEND": "Agg", "PYTHONUNBUFFERED": "1"}
+
+SCRIPT = '''
+import json, sys
+from torch import nn
+from ssrs_nb.training import TrainConfig, train
+def small_net(C):   # no batch norm, no dropout: DDP on the CPU equals one process exactly
+    return nn.Sequential(nn.Conv2d(3, 16, 3, padding=1), nn.ReLU(), nn.Conv2d(16, C, 3, padding=1))
+train(TrainConfig.from_dict(json.loads(sys.argv[1])), model_fn=small_net if sys.argv[2] == "small" else None)
+'''
+
+
+def small_net(C): return nn.Sequential(nn.Conv2d(3, 16, 3, padding=1), nn.ReLU(), nn.Conv2d(16, C, 3, padding=1))
+
+
+def write_grid_maps(image_paths, out_dir, cell=16):
+    "SGO = a grid of cell×cell objects, SGB = the grid lines (every window holds objects and boundaries)."
+    for p in image_paths:
+        h, w = imread(p).shape[:2]
+        yy, xx = np.mgrid[:h, :w]
+        sgo = (yy // cell * ((w + cell - 1) // cell) + xx // cell + 1).astype(np.uint16)
+        sgb = (((yy % cell) == 0) | ((xx % cell) == 0)).astype(np.uint8) * 255
+        imwrite_png(Path(out_dir) / f"{Path(p).stem}_sgo.png", sgo)
+        imwrite_png(Path(out_dir) / f"{Path(p).stem}_sgb.png", sgb)
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    from ssrs_nb.data import make_synthetic_vaihingen, list_tiles
+    d = tmp_path_factory.mktemp("vaihingen")
+    make_synthetic_vaihingen(d / "data", ids=[1, 3, 23, 5, 21], size=96)
+    tiles = list_tiles("vaihingen", d / "data", "train", ids=[1, 3, 23])
+    write_grid_maps([t.image_path for t in tiles], d / "sgo")
+    return d
+
+
+def base_cfg(data, out, **kw):
+    return replace(TrainConfig(data_root=str(data / "data"), sgo_root=str(data / "sgo"), out_dir=str(out),
+                               train_ids=[1, 3, 23], test_ids=[5], epochs=2, iters_per_epoch=4, batch_size=4, window=64,
+                               eval_stride=32, milestones=[1], progress=False, threads=1), **kw)
+
+
+def run_script(cfg, model, nproc=1):
+    "Start `train(cfg)` in a new process (or `nproc` processes under torchrun); returns the Popen."
+    script = Path(cfg.out_dir).parent / "run.py"
+    script.write_text(SCRIPT)
+    launch = [sys.executable] if nproc == 1 else \
+        [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}"]
+    return subprocess.Popen(launch + [str(script), json.dumps(cfg.to_dict()), model], env=ENV,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+
+def finish(p, timeout=150):
+    out, _ = p.communicate(timeout=timeout)
+    assert p.returncode == 0, out[-3000:]
+    return out
+
+
+def same_weights(a, b, atol=0.0):
+    wa, wb = load_checkpoint(a), load_checkpoint(b)
+    assert wa.keys() == wb.keys()
+    for k in wa:
+        if atol == 0: assert torch.equal(wa[k], wb[k]), k
+        else: torch.testing.assert_close(wa[k], wb[k], atol=atol, rtol=1e-5, msg=k)
+
+
+def test_kill_and_resume_equals_uninterrupted(data, tmp_path):
+    "A real process killed (SIGKILL) after its first mid-epoch checkpoint, then resumed, ends exactly like a clean run."
+    cfg = base_cfg(data, tmp_path / "full", backbone="resnet18", epochs=2, iters_per_epoch=8, batch_size=2, ckpt_every=3)
+    full = run_script(cfg, "unetformer")
+    (tmp_path / "cfg.json").write_text(json.dumps(cfg.to_dict()))      # the killed run goes through the command line
+    killed = subprocess.Popen([sys.executable, "-m", "ssrs_nb.training", str(tmp_path / "cfg.json"),
+                               f"out_dir={tmp_path / 'killed'}"], env=ENV, stdout=subprocess.PIPE,
+                              stderr=subprocess.STDOUT, text=True)
+    ck = tmp_path / "killed" / "checkpoints" / "last.pth"
+    t0 = time.time()
+    while not ck.exists() and killed.poll() is None and time.time() - t0 < 150: time.sleep(0.01)
+    killed.send_signal(signal.SIGKILL); killed.communicate(timeout=30)
+    assert killed.returncode == -signal.SIGKILL, "the run finished before it could be killed"
+    assert not (tmp_path / "killed" / "model_final.pth").exists()
+    step = load_checkpoint(ck)["step"]
+    assert 3 <= step < 16
+    out = finish(subprocess.Popen([sys.executable, "-m", "ssrs_nb.training", str(tmp_path / "cfg.json"),
+                                   f"out_dir={tmp_path / 'killed'}", "resume=true"], env=ENV, stdout=subprocess.PIPE,
+                                  stderr=subprocess.STDOUT, text=True))
+    assert "last epoch: epoch 2, test mF1" in out
+    assert f"iteration {step}" in out and "resumed" in out
+    finish(full)
+    a, b = (json.loads((tmp_path / x / "metrics.json").read_text()) for x in ("full", "killed"))
+    assert json.dumps(a["history"]) == json.dumps(b["history"]) and json.dumps(a["final"]) == json.dumps(b["final"])
+    same_weights(tmp_path / "full" / "model_final.pth", tmp_path / "killed" / "model_final.pth")
+    # the run learns: training loss falls over the run
+    assert a["history"][-1]["train"]["total"] < a["history"][0]["train"]["total"]
+
+
+def test_ddp_gloo_two_processes_equal_one(data, tmp_path):
+    "torchrun with 2 CPU processes (gloo, batch 2 each) equals 1 process with the same global batch of 4."
+    cfg = base_cfg(data, tmp_path / "ddp", test_ids=[5, 21], epochs=2, iters_per_epoch=4, batch_size=4)
+    ddp = run_script(cfg, "small", nproc=2)
+    one = run_script(replace(cfg, out_dir=str(tmp_path / "one")), "small")
+    finish(ddp); finish(one)
+    a, b = (json.loads((tmp_path / x / "metrics.json").read_text()) for x in ("ddp", "one"))
+    assert (a["world_size"], b["world_size"]) == (2, 1)
+    same_weights(tmp_path / "ddp" / "model_final.pth", tmp_path / "one" / "model_final.pth", atol=1e-6)
+    for ha, hb in zip(a["history"], b["history"]):
+        for k in ("seg", "obj", "bdy", "total"): assert ha["train"][k] == pytest.approx(hb["train"][k], rel=1e-5, abs=1e-7)
+        assert ha["eval"]["confusion_matrix"] == hb["eval"]["confusion_matrix"]      # tiles sharded, matrices summed
+        assert ha["eval"]["tiles"] == [5, 21]
+
+
+def test_rank_batches_cover_the_global_batch():
+    one = rank_batches(2, 5, 6)
+    two = [a + b for a, b in zip(rank_batches(2, 5, 6, 0, 2), rank_batches(2, 5, 6, 1, 2))]
+    assert one == two == [list(range(12, 18)), list(range(18, 24)), list(range(24, 30))]
+
+
+class NaNAt(nn.Module):
+    "Small net whose output becomes NaN from its `at`-th training forward on."
+    def __init__(self, C, at=4): super().__init__(); self.net, self.n, self.at = small_net(C), 0, at
+    def forward(self, x):
+        self.n += self.training
+        return self.net(x) * (float("nan") if self.training and self.n >= self.at else 1.0)
+
+
+def test_nan_stops_with_iteration_parts_and_last_good_checkpoint(data, tmp_path):
+    cfg = base_cfg(data, tmp_path / "nan", ckpt_every=2, iters_per_epoch=6)
+    with pytest.raises(FloatingPointError) as e: train(cfg, model_fn=lambda C: NaNAt(C, at=5))
+    msg = str(e.value)
+    assert "non-finite loss at iteration 5 (epoch 1, batch 5)" in msg
+    assert "'seg': nan" in msg and "'total': nan" in msg
+    ck = tmp_path / "nan" / "checkpoints" / "last.pth"
+    assert f"last good checkpoint is {ck} (iteration 4" in msg
+    state = load_checkpoint(ck)
+    assert state["step"] == 4 and all(torch.isfinite(v).all() for v in state["model"].values())
+    assert json.loads((tmp_path / "nan" / "metrics.json").read_text())["status"].startswith("stopped: non-finite loss at iteration 5")
+    # the checkpoint resumes (here with a healthy network) from iteration 4
+    r = train(replace(cfg, resume=True), model_fn=lambda C: NaNAt(C, at=10 ** 9))
+    assert r["history"][-1]["iteration"] == 12
+
+
+def test_ablation_switches_change_exactly_the_loss_terms():
+    from ssrs_nb.losses import object_loss, boundary_loss
+    g = torch.Generator().manual_seed(1)
+    logits, aux = torch.randn(3, 6, 24, 24, generator=g), torch.randn(3, 6, 24, 24, generator=g)
+    lab = torch.randint(0, 6, (3, 24, 24), generator=g); lab[0, :4] = 255
+    batch = {"label": lab, "sgo": torch.randint(0, 7, (3, 24, 24), generator=g),
+             "sgb": (torch.rand(3, 24, 24, generator=g) < 0.2).to(torch.uint8) * 255}
+    ce = F.cross_entropy(logits, lab, ignore_index=255)
+    ob, bd = object_loss(logits, batch["sgo"]), boundary_loss(logits, batch["sgb"])
+    for name, sw in ABLATIONS.items():
+        for lo, lb in ((1.0, 0.1), (0.5, 2.0)):
+            loss, parts = compute_loss(logits, batch, TrainConfig(sgo_root="x", lambda_obj=lo, lambda_bdy=lb, **sw))
+            want = ce + (lo * ob if sw["use_obj"] else 0) + (lb * bd if sw["use_bdy"] else 0)
+            torch.testing.assert_close(loss, want, atol=1e-6, rtol=1e-6)
+            assert parts["obj"] == (pytest.approx(ob.item()) if sw["use_obj"] else 0.0)
+            assert parts["bdy"] == (pytest.approx(bd.item()) if sw["use_bdy"] else 0.0)
+    loss, parts = compute_loss((logits, aux), batch, TrainConfig(sgo_root="x", aux_loss=True, lambda_aux=0.3))
+    torch.testing.assert_close(loss, ce + ob + 0.1 * bd + 0.3 * F.cross_entropy(aux, lab, ignore_index=255), atol=1e-6, rtol=1e-6)
+    assert parts["aux"] == pytest.approx(F.cross_entropy(aux, lab, ignore_index=255).item())
+
+
+def test_baseline_row_trains_without_maps(data, tmp_path):
+    r = train(base_cfg(data, tmp_path / "seg", sgo_root=None, use_obj=False, use_bdy=False, epochs=1, iters_per_epoch=2),
+              model_fn=small_net)
+    assert r["history"][0]["train"]["obj"] == 0 and r["history"][0]["train"]["bdy"] == 0
+    with pytest.raises(FileNotFoundError, match="SGO/SGB map"):
+        train(base_cfg(data, tmp_path / "nomaps", sgo_root=str(tmp_path)), model_fn=small_net)
+
+
+@pytest.mark.parametrize("select_on", ["test", "val"])
+def test_model_selection_is_recorded(data, tmp_path, select_on):
+    cfg = base_cfg(data, tmp_path / select_on, select_on=select_on, val_tiles=1, epochs=3, iters_per_epoch=2,
+                   milestones=[], lr=0.05)
+    r = train(cfg, model_fn=small_net)
+    m = json.loads((tmp_path / select_on / "metrics.json").read_text())
+    split = "val" if select_on == "val" else "test"
+    assert [h["eval"]["split"] for h in m["history"]] == [split] * 3
+    mious = [h["eval"]["miou"] for h in m["history"]]
+    best = int(np.argmax(mious)) + 1          # first best epoch
+    assert m["final"]["epoch"] == best and m["final"]["split"] == "test" and m["final"]["weights"] == "model_best.pth"
+    assert (tmp_path / select_on / "model_best.pth").exists()
+    if select_on == "test":
+        assert m["final"]["selection"].startswith("best test mIoU") and m["final"]["scores"]["miou"] == max(mious)
+        with pytest.raises(FileExistsError, match="resume=True"): train(replace(cfg, select_on="last"), model_fn=small_net)
+        train(replace(cfg, select_on="last", epochs=1, overwrite=True), model_fn=small_net)   # a fresh run over it
+        assert not (tmp_path / "test" / "model_best.pth").exists()
+        assert json.loads((tmp_path / "test" / "metrics.json").read_text())["final"]["selection"] == "last epoch"
+    else:
+        assert m["val_tiles"] == [23] and m["train_tiles"] == [1, 3] and m["final"]["scores"]["tiles"] == [5]
+        net = small_net(6); net.load_state_dict(load_checkpoint(tmp_path / "val" / "model_best.pth"))
+        from ssrs_nb.inference import evaluate
+        from ssrs_nb.data import list_tiles
+        again = evaluate(net, list_tiles("vaihingen", data / "data", "test", ids=[5]), window=64, stride=32, progress=False)
+        assert again["confusion_matrix"] == m["final"]["scores"]["confusion_matrix"]
+
+
+def test_config_rejects_bad_values_up_front(data, tmp_path):
+    for kw, msg in [(dict(dataset="vaihigen"), "choose one of"), (dict(select_on="best"), "['last', 'val', 'test']"),
+                    (dict(amp="fp32"), "'auto', 'bf16', 'fp16', 'off'"), (dict(batch_size=0), "batch_size=0"),
+                    (dict(lr="0.01"), "lr='0.01': expected float"), (dict(milestones=[35, 25]), "increasing"),
+                    (dict(use_obj=1), "use_obj=1: expected bool"), (dict(device="cuda:7"), "device='cuda:7'")]:
+        with pytest.raises(ValueError, match=msg.replace("[", r"\[").replace("(", r"\(")):
+            train(base_cfg(data, tmp_path / "x", **kw))
+    assert not (tmp_path / "x").exists()
+
+
+def _param_names(nb_path):
+    nb = json.loads(Path(nb_path).read_text())
+    cell = next(c for c in nb["cells"] if "parameters" in c.get("metadata", {}).get("tags", []))
+    src = "".join(cell["source"])
+    return [l.split("=")[0].strip() for l in src.splitlines() if "=" in l and not l.startswith((" ", "#"))]
+
+
+def test_papermill_every_parameter_overridden(data, tmp_path, monkeypatch):
+    papermill = pytest.importorskip("papermill")
+    monkeypatch.setenv("PYTHONPATH", ENV["PYTHONPATH"]); monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    monkeypatch.delenv("MPLBACKEND", raising=False)
+    out = tmp_path / "pm_run"
+    params = dict(dataset="vaihingen", data_root=str(data / "data"), sgo_root=str(data / "sgo"), out_dir=str(out),
+                  backbone="resnet18", pretrained=None, use_obj=True, use_bdy=False, lambda_obj=0.5, lambda_bdy=0.2,
+                  aux_loss=True, lambda_aux=0.3, epochs=2, iters_per_epoch=3, batch_size=2, window=64, stride=32,
+                  milestones=[1], lr=0.02, momentum=0.8, weight_decay=1e-4, gamma=0.5, augment=False,
+                  train_ids=[1, 3, 23], test_ids=[5], select_on="test", val_tiles=1, eval_every=1, eval_batch_size=8,
+                  tta=True, seed=1, device="cpu", amp="off", num_workers=0, ckpt_every=2, log_every=1, resume=False,
+                  overwrite=True, deterministic=False, threads=1, progress=False, n_tiles=4, tile_size=96)
+    nb = ROOT / "nbs" / "10_train.ipynb"
+    assert sorted(params) == sorted(_param_names(nb)), "the test must override every parameter of the notebook"
+    executed = tmp_path / "out.ipynb"
+    papermill.execute_notebook(str(nb), str(executed), parameters=params, kernel_name="python3", cwd=str(tmp_path),
+                               progress_bar=False)
+    for f in ("metrics.json", "curves.png", "model_final.pth", "model_best.pth", "checkpoints/last.pth"):
+        assert (out / f).is_file(), f
+    m = json.loads((out / "metrics.json").read_text())
+    c = m["config"]
+    for k, v in params.items():
+        if k == "stride": assert c["eval_stride"] == v
+        elif k not in ("n_tiles", "tile_size"): assert c[k] == v, k
+    assert m["final"]["selection"].startswith("best test mIoU") and m["amp"] == "off"
+    assert set(m["history"][0]["train"]) == {"seg", "obj", "bdy", "aux", "total"} and m["history"][0]["train"]["bdy"] == 0
+    assert len(m["steps"]) == 6 and m["history"][-1]["lr"] == pytest.approx(0.01)
+    cells = json.loads(executed.read_text())["cells"]
+    outputs = [o for c in cells if c["cell_type"] == "code" for o in c.get("outputs", [])]
+    assert sum("image/png" in o.get("data", {}) for o in outputs) >= 2                 # curves + Fig. 3 panel
+    text = "".join("".join(o.get("text", "")) for o in outputs)
+    assert "mF1 | mIoU" in text and "selection: best test mIoU" in text
+
+
+@pytest.mark.parametrize("bad,msg", [(dict(backbone="resnet81"), "resnet81"), (dict(epoch=3), "unknown parameter(s) ['epoch']"),
+                                     (dict(select_on="best"), "choose one of ['last', 'val', 'test']")])
+def test_papermill_rejects_bad_parameters(tmp_path, monkeypatch, bad, msg):
+    papermill = pytest.importorskip("papermill")
+    monkeypatch.setenv("PYTHONPATH", ENV["PYTHONPATH"]); monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    t = time.time()
+    with pytest.raises(papermill.PapermillExecutionError) as e:
+        papermill.execute_notebook(str(ROOT / "nbs" / "10_train.ipynb"), str(tmp_path / "o.ipynb"),
+                                   parameters={"out_dir": str(tmp_path / "r"), **bad}, kernel_name="python3",
+                                   cwd=str(tmp_path), progress_bar=False)
+    assert msg in str(e.value)
+    assert not (tmp_path / "r" / "checkpoints").exists()        # rejected before any training
