@@ -26,9 +26,13 @@ install: $(VENV)/.installed
 sync: install
 	BIN=$(BIN) bash tools/check_sync.sh
 
+# one torch thread per process: nbdev_test runs two notebooks at once on the 2-core CI machine, and the
+# pytest suite starts subprocesses of its own (kill-and-resume, DDP); oversubscribed threads slow both down badly
+nbtest: export OMP_NUM_THREADS = 1
 nbtest: install
 	timeout $(NB_TIMEOUT) $(BIN)/nbdev_test --n_workers 2 --timing
 
+pytest: export OMP_NUM_THREADS = 1
 pytest: install
 	timeout $(PYTEST_TIMEOUT) $(BIN)/python -m pytest tests -q -p no:cacheprovider
 

@@ -43,13 +43,15 @@ def get_device(device: str | torch.device | None = None) -> torch.device:
         raise ValueError(f"device={device!r}: MPS is not available on this machine; use device='cpu' or 'auto'")
     return dev
 
-# %% ../nbs/00_core.ipynb #95f27fd2
+# %% ../nbs/00_core.ipynb #6112baab
 @contextlib.contextmanager
 def atomic_write(path: str | os.PathLike, mode: str = "wb"):
     "Context manager yielding a file object whose contents replace `path` only if the block finishes without error."
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    umask = os.umask(0); os.umask(umask)
+    os.chmod(tmp, 0o666 & ~umask)   # mkstemp makes 0600 files; give the result the permissions open() would
     try:
         with os.fdopen(fd, mode) as f:
             yield f
