@@ -118,7 +118,7 @@ def run_grid(runs, out_dir, common: dict | None = None, train_nb=None, cwd=None,
                   f"(grid {time.time() - t_start:.0f} s)", flush=True)
     return out
 
-# %% ../nbs/09_paper.ipynb #23c7df79
+# %% ../nbs/09_paper.ipynb #f961e492
 def _pct(x):
     x = np.asarray(x, dtype=float)
     return x * 100 if np.nanmax(np.abs(x)) <= 1.0 + 1e-9 else x
@@ -194,8 +194,8 @@ def to_markdown(df: pd.DataFrame) -> str:
     lines += ["| " + " | ".join(str(x) for x in row) + " |" for row in df.itertuples(index=False)]
     return "\n".join(lines) + "\n"
 
-def write_tables(records, out_dir, datasets=None, backbones=("resnet18", "swin")) -> dict:
-    "Write Tables I–IV (markdown and CSV, atomically) plus every run's record; returns {name: DataFrame}."
+def write_tables(records, out_dir, datasets=None, backbones=("resnet18", "swin"), note: str = "") -> dict:
+    "Write Tables I–IV (markdown and CSV, atomically) plus every run's record; returns {name: DataFrame}. `note` heads `tables.md`."
     out_dir = Path(out_dir); tables = {}
     datasets = datasets or sorted({r["dataset"] for r in records})
     names = {("vaihingen", "main"): "table1_vaihingen", ("loveda", "main"): "table2_loveda",
@@ -208,6 +208,6 @@ def write_tables(records, out_dir, datasets=None, backbones=("resnet18", "swin")
             tables[name] = df
             atomic_write_text(out_dir / f"{name}.csv", df.to_csv(index=False))
             md.append(f"## {name}\n\n" + to_markdown(df))
-    atomic_write_text(out_dir / "tables.md", "\n".join(md))
+    atomic_write_text(out_dir / "tables.md", (note.strip() + "\n\n" if note.strip() else "") + "\n".join(md))
     atomic_write_text(out_dir / "runs.csv", pd.DataFrame(records).to_csv(index=False))
     return tables
