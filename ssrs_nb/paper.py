@@ -118,7 +118,7 @@ def run_grid(runs, out_dir, common: dict | None = None, train_nb=None, cwd=None,
                   f"(grid {time.time() - t_start:.0f} s)", flush=True)
     return out
 
-# %% ../nbs/09_paper.ipynb #f961e492
+# %% ../nbs/09_paper.ipynb #f07fb51f
 def _pct(x):
     x = np.asarray(x, dtype=float)
     return x * 100 if np.nanmax(np.abs(x)) <= 1.0 + 1e-9 else x
@@ -152,10 +152,11 @@ def collect(runs, out_dir) -> list:
     return [read_run(r.folder(out_dir), r) for r in runs if run_complete(r.folder(out_dir))]
 
 def _ms(vals, digits=2):
-    vals = np.asarray(vals, dtype=float)
-    if len(vals) == 0 or np.all(np.isnan(vals)): return "–"
-    m = np.nanmean(vals)
-    return f"{m:.{digits}f}" if len(vals) == 1 else f"{m:.{digits}f}±{np.nanstd(vals, ddof=1):.{digits}f}"
+    "'mean±std' over the seeds where the value is defined (a class absent from a run's tiles is NaN there)."
+    vals = np.asarray(vals, dtype=float); vals = vals[~np.isnan(vals)]
+    if len(vals) == 0: return "–"
+    m = vals.mean()
+    return f"{m:.{digits}f}" if len(vals) == 1 else f"{m:.{digits}f}±{vals.std(ddof=1):.{digits}f}"
 
 def paper_table(records, dataset, kind="main", backbones=("resnet18", "swin")) -> pd.DataFrame:
     "Rows of Table I/II (`kind='main'`) or III/IV (`kind='ablation'`) for `dataset`: ours (mean±std), paper, Δ."
