@@ -46,8 +46,9 @@ readme: install
 
 demo: install
 	mkdir -p results/demo
-	cd nbs && ../$(BIN)/papermill 20_paper_tables.ipynb ../results/demo/20_paper_tables.ipynb -p preset demo \
-		-p out_dir ../results/demo --log-output --progress-bar
+	set -o pipefail; cd nbs && ../$(BIN)/papermill 20_paper_tables.ipynb ../results/demo/20_paper_tables.ipynb \
+		-p preset demo -p out_dir ../results/demo --log-output --progress-bar 2>&1 \
+		| grep --line-buffered -v "Kernel is running over TCP without encryption"
 	@echo "results: results/demo/tables.md, results/demo/figures/, results/demo/20_paper_tables.ipynb"
 
 bench: install

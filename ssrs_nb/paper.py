@@ -71,7 +71,7 @@ def paper_grid(datasets=("vaihingen", "loveda"), backbones=("resnet18", "swin"),
             runs += [Run(d, b, v, int(s)) for v in variants for s in seeds]
     return runs
 
-# %% ../nbs/09_paper.ipynb #52b4257e
+# %% ../nbs/09_paper.ipynb #99f7035c
 def run_complete(folder) -> bool:
     "True when `folder/metrics.json` exists and records a finished run (`status == 'finished'`, written by `train`)."
     p = Path(folder) / "metrics.json"
@@ -87,6 +87,19 @@ def _default_train_nb() -> Path:
         if (cand / "10_train.ipynb").is_file(): return cand / "10_train.ipynb"
     return Path.cwd() / "10_train.ipynb"
 
+_NOT_COMPARED = {"device", "resume", "out_dir", "overwrite", "progress", "threads", "num_workers", "amp"}
+
+def _config_mismatch(folder, params: dict) -> str:
+    "The settings in `params` that differ from the finished run's recorded config, as 'key: recorded → requested'."
+    cfg = json.loads((Path(folder) / "metrics.json").read_text()).get("config", {})
+    norm = lambda v: json.loads(json.dumps(v, default=str))
+    out = []
+    for k, v in params.items():
+        key = "eval_stride" if k == "stride" else k
+        if k in _NOT_COMPARED or key not in cfg or v is None: continue
+        if norm(v) != norm(cfg[key]): out.append(f"{key}: {cfg[key]!r} → {v!r}")
+    return "; ".join(out)
+
 def run_grid(runs, out_dir, common: dict | None = None, train_nb=None, cwd=None, log_output=False, dry_run=False,
              progress=True):
     "Execute `10_train.ipynb` for every run not yet complete; returns the list of (run, status) with status 'done', 'skipped' or 'failed: …'."
@@ -98,11 +111,16 @@ def run_grid(runs, out_dir, common: dict | None = None, train_nb=None, cwd=None,
     for k, run in enumerate(runs, 1):
         folder = run.folder(out_dir).resolve()
         t0 = time.time()
-        if run_complete(folder): status = "skipped"
+        params = {**(common or {}), **run.params(), "out_dir": str(folder), "resume": True}
+        if run_complete(folder):
+            diff = _config_mismatch(folder, params)
+            if diff:
+                raise ValueError(f"{folder}: this run finished with other settings ({diff}); pass another out_dir, "
+                                 f"or delete the folder to run it again with the new ones")
+            status = "skipped"
         elif dry_run: status = "todo"
         else:
             folder.mkdir(parents=True, exist_ok=True)
-            params = {**(common or {}), **run.params(), "out_dir": str(folder), "resume": True}
             tmp = folder / ".10_train.tmp.ipynb"
             try:
                 pm.execute_notebook(str(train_nb), str(tmp), parameters=params, cwd=str(cwd or train_nb.parent),
