@@ -12,6 +12,8 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
+from reference import gt_sgo_sgb_maps as write_maps  # noqa: E402  (the hand-made maps the tests use)
 from ssrs_nb.core import get_preset, imread, imwrite_png  # noqa: E402
 from ssrs_nb.data import (WindowDataset, list_tiles, make_synthetic_vaihingen, read_label,  # noqa: E402
                           renumber_sgo)
@@ -42,21 +44,6 @@ def naive_renumber(sgo):
     out = np.zeros(sgo.shape, np.int64)
     for k, v in enumerate(np.unique(sgo[sgo > 0]), 1): out[sgo == v] = k
     return out
-
-
-def write_maps(tiles, out_dir):
-    "Benchmark SGO/SGB: connected components of each class of the ground truth, ids by decreasing area."
-    for t in tiles:
-        lab = read_label(t.label_path, t.dataset)
-        cc = np.zeros(lab.shape, np.int64)
-        for k in np.unique(lab):
-            _, ck = cv2.connectedComponents((lab == k).astype(np.uint8), connectivity=4)
-            cc[ck > 0] = ck[ck > 0] + cc.max()
-        areas = np.bincount(cc.ravel())
-        rank = np.empty(len(areas), np.int64); rank[np.argsort(-areas, kind="stable")] = np.arange(1, len(areas) + 1)
-        sgo = rank[cc].astype(np.uint16)
-        imwrite_png(out_dir / f"{t.stem}_sgo.png", sgo)
-        imwrite_png(out_dir / f"{t.stem}_sgb.png", (cv2.dilate(sgo, np.ones((3, 3), np.uint8)) != sgo).astype(np.uint8) * 255)
 
 
 def sampler_rate(ds, n):

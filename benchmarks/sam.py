@@ -9,6 +9,8 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
+from reference import official_sgo_sgb as naive_sgo_sgb  # noqa: E402  (the oracle the tests use)
 from ssrs_nb.core import imwrite_png  # noqa: E402
 from ssrs_nb.sam import (build_tiny_sam, generate_dataset, mask_generator_from_model,  # noqa: E402
                          masks_to_sgo_sgb)
@@ -26,20 +28,6 @@ def random_masks(n, H, W, seed=0):
         arr[s:e] = ((yy - cy[s:e, None, None]) ** 2 + (xx - cx[s:e, None, None]) ** 2) < r[s:e, None, None] ** 2
     areas = arr.reshape(n, -1).sum(1)
     return [dict(segmentation=arr[i], area=int(areas[i])) for i in range(n)]
-
-
-def naive_sgo_sgb(masks, max_objects=50, min_area=50):
-    "The official SAM_utils.py algorithm: one `find_boundaries` per mask, ids assigned in a Python loop."
-    from skimage.segmentation import find_boundaries
-    H, W = masks[0]["segmentation"].shape
-    sgo = np.zeros((H, W), np.uint16); bnd = np.zeros((H, W), bool); idx = 1
-    for ann in sorted(masks, key=lambda m: m["area"], reverse=True):
-        if ann["area"] < min_area: continue
-        if idx == max_objects + 1: break
-        sgo[ann["segmentation"]] = idx; idx += 1
-    for ann in masks: bnd |= find_boundaries(ann["segmentation"], mode="thick")
-    sgo[bnd] = 0
-    return sgo, bnd.astype(np.uint8) * 255
 
 
 def best(f, repeat=3):

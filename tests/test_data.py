@@ -9,6 +9,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from ssrs_nb.core import imread, imwrite_png, atomic_write_bytes
+from reference import gt_sgo_sgb_maps as gt_maps
 from ssrs_nb.data import (Tile, WindowDataset, iter_test_tiles, list_tiles, load_tile, make_synthetic_loveda,
                           make_synthetic_vaihingen, read_image, read_label, renumber_sgo)
 
@@ -32,22 +33,6 @@ def naive_renumber(sgo):
     present = sorted(set(sgo.ravel().tolist()) - {0})
     m = {0: 0, **{v: k for k, v in enumerate(present, 1)}}
     return np.array([[m[v] for v in row] for row in sgo.tolist()], np.int64)
-
-
-def gt_maps(tiles, out_dir):
-    "Hand-made SGO/SGB: connected components of the ground truth numbered by decreasing area, boundaries 255."
-    for t in tiles:
-        lab = read_label(t.label_path, t.dataset)
-        cc = np.zeros(lab.shape, np.int64)
-        for k in np.unique(lab):
-            _, ck = cv2.connectedComponents((lab == k).astype(np.uint8), connectivity=4)
-            cc[ck > 0] = ck[ck > 0] + cc.max()
-        areas = np.bincount(cc.ravel())
-        order = np.argsort(-areas, kind="stable")
-        rank = np.empty(len(areas), np.int64); rank[order] = np.arange(1, len(areas) + 1)
-        sgo = rank[cc].astype(np.uint16)
-        sgb = (cv2.dilate(sgo, np.ones((3, 3), np.uint8)) != sgo).astype(np.uint8) * 255
-        imwrite_png(Path(out_dir) / f"{t.stem}_sgo.png", sgo); imwrite_png(Path(out_dir) / f"{t.stem}_sgb.png", sgb)
 
 
 @pytest.fixture(scope="module")

@@ -5,25 +5,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from skimage.segmentation import find_boundaries
 
 from ssrs_nb.core import imread, imwrite_png
 from ssrs_nb.sam import (SAM_CHECKPOINTS, SuperpixelGenerator, build_mask_generator, build_tiny_sam, crop_starts,
                          generate_dataset, generate_sgo_sgb, mask_generator_from_model, masks_to_sgo_sgb,
                          read_sgo_sgb, sgo_sgb_paths)
-
-
-def naive(masks, max_objects=50, min_area=50):
-    "The official per-mask algorithm (sorted assignment loop + find_boundaries per mask)."
-    H, W = masks[0]["segmentation"].shape
-    sgo = np.zeros((H, W), np.int64); bnd = np.zeros((H, W), bool); idx = 1
-    for ann in sorted(masks, key=lambda m: m["area"], reverse=True):
-        if ann["area"] < min_area: continue
-        if idx == max_objects + 1: break
-        sgo[ann["segmentation"]] = idx; idx += 1
-    for ann in masks: bnd |= find_boundaries(ann["segmentation"], mode="thick")
-    sgo[bnd] = 0
-    return sgo, np.where(bnd, 255, 0)
+from reference import official_sgo_sgb as naive
 
 
 def rect(shape, y0, y1, x0, x1):
