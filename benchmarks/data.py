@@ -15,8 +15,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 from reference import gt_sgo_sgb_maps as write_maps  # noqa: E402  (the hand-made maps the tests use)
 from ssrs_nb.core import get_preset, imread, imwrite_png  # noqa: E402
-from ssrs_nb.data import (WindowDataset, list_tiles, make_synthetic_vaihingen, read_label,  # noqa: E402
-                          renumber_sgo)
+from ssrs_nb.data import WindowDataset, list_tiles, read_label, renumber_sgo  # noqa: E402
+from ssrs_nb.synthetic import make_synthetic_vaihingen  # noqa: E402
 from ssrs_nb.data import _decode_vaihingen  # noqa: E402
 
 

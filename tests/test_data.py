@@ -10,8 +10,8 @@ from torch.utils.data import DataLoader
 
 from ssrs_nb.core import imread, imwrite_png, atomic_write_bytes
 from reference import gt_sgo_sgb_maps as gt_maps
-from ssrs_nb.data import (Tile, WindowDataset, iter_test_tiles, list_tiles, load_tile, make_synthetic_loveda,
-                          make_synthetic_vaihingen, read_image, read_label, renumber_sgo)
+from ssrs_nb.data import Tile, WindowDataset, iter_test_tiles, list_tiles, load_tile, read_image, read_label, renumber_sgo
+from ssrs_nb.synthetic import make_synthetic_loveda, make_synthetic_vaihingen
 
 VAI_COLOURS = {(255, 255, 255): 0, (0, 0, 255): 1, (0, 255, 255): 2, (0, 255, 0): 3, (255, 255, 0): 4,
                (255, 0, 0): 5, (0, 0, 0): 255}   # the ISPRS table, typed from the issue

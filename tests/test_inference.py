@@ -102,7 +102,8 @@ def _constant_scores(labels, k, eval_classes, C):
 
 
 def test_evaluate_constant_predictor_on_generated_tiles(tmp_path):
-    from ssrs_nb.data import make_synthetic_vaihingen, list_tiles, read_label
+    from ssrs_nb.data import list_tiles, read_label
+    from ssrs_nb.synthetic import make_synthetic_vaihingen
     make_synthetic_vaihingen(tmp_path, ids=[5, 21], size=(70, 90))
     tiles = list_tiles("vaihingen", tmp_path, "test", ids=[5, 21])
     labels = [read_label(t.label_path, "vaihingen") for t in tiles]

@@ -43,7 +43,8 @@ def write_grid_maps(image_paths, out_dir, cell=16):
 
 @pytest.fixture(scope="module")
 def data(tmp_path_factory):
-    from ssrs_nb.data import make_synthetic_vaihingen, list_tiles
+    from ssrs_nb.data import list_tiles
+    from ssrs_nb.synthetic import make_synthetic_vaihingen
     d = tmp_path_factory.mktemp("vaihingen")
     make_synthetic_vaihingen(d / "data", ids=[1, 3, 23, 5, 21], size=96)
     tiles = list_tiles("vaihingen", d / "data", "train", ids=[1, 3, 23])

@@ -3,6 +3,7 @@
     python tools/nbpy.py to-nb  scratch/03_losses.py nbs/03_losses.ipynb   # percent script -> notebook (no outputs)
     python tools/nbpy.py to-py  nbs/03_losses.ipynb  scratch/03_losses.py   # notebook -> percent script
     python tools/nbpy.py run    nbs/03_losses.ipynb                        # execute in nbs/, store outputs
+    python tools/nbpy.py normalize nbs/*.ipynb                             # sources as lists of lines (nbformat's form)
 
 Percent format: a line `# %%` starts a code cell, `# %% [markdown]` a markdown cell (each line prefixed by
 `# `), and `# %% tags=["parameters"]` a code cell with tags. nbs/*.ipynb stay the source of truth: scripts are
@@ -43,22 +44,34 @@ def py_to_cells(text):
     return out
 
 def to_nb(src, dest):
-    "Write the notebook; cells keep the ids of an existing `dest` where the source text is unchanged."
+    "Write the notebook; a cell whose source text is unchanged keeps the id and the stored outputs it had in `dest`."
     import uuid
     cells = py_to_cells(Path(src).read_text())
     old = {}
     if Path(dest).exists():
         for c in json.loads(Path(dest).read_text()).get('cells', []):
             s = ''.join(c['source']) if isinstance(c['source'], list) else c['source']
-            if 'id' in c: old.setdefault(s, []).append(c['id'])
+            if 'id' in c: old.setdefault((c['cell_type'], s), []).append(c)
     used = set()
     for c in cells:
-        ids = [i for i in old.get(c['source'], []) if i not in used]
-        c['id'] = ids[0] if ids else uuid.uuid4().hex[:8]
+        prev = [o for o in old.get((c['cell_type'], c['source']), []) if o['id'] not in used]
+        c['id'] = prev[0]['id'] if prev else uuid.uuid4().hex[:8]
+        if prev and c['cell_type'] == 'code':
+            c['outputs'], c['execution_count'] = prev[0].get('outputs', []), prev[0].get('execution_count')
         used.add(c['id'])
     nb = {'cells': cells, 'metadata': {'kernelspec': {'display_name': 'python3', 'language': 'python', 'name': 'python3'}},
           'nbformat': 4, 'nbformat_minor': 5}
+    write_nb(nb, dest)
+
+def write_nb(nb, dest):
+    "Write `nb` as nbformat does (sources as lists of lines), so diffs and merges stay line by line."
+    for c in nb['cells']:
+        if isinstance(c['source'], str): c['source'] = c['source'].splitlines(keepends=True)
     Path(dest).write_text(json.dumps(nb, indent=1, ensure_ascii=False) + '\n')
+
+def normalize(*paths):
+    "Rewrite notebooks whose cell sources are single strings into nbformat's list-of-lines form."
+    for p in paths: write_nb(json.loads(Path(p).read_text()), p)
 
 def to_py(src, dest):
     nb = json.loads(Path(src).read_text())
@@ -86,4 +99,4 @@ def run(path):
 
 if __name__ == '__main__':
     cmd, *args = sys.argv[1:]
-    {'to-nb': to_nb, 'to-py': to_py, 'run': run}[cmd](*args)
+    {'to-nb': to_nb, 'to-py': to_py, 'run': run, 'normalize': normalize}[cmd](*args)
