@@ -39,7 +39,7 @@ pytest: install
 test: sync nbtest pytest
 
 export: install
-	$(BIN)/nbdev_clean && $(BIN)/nbdev_export && $(BIN)/python tools/readme.py
+	$(BIN)/nbdev_clean && $(BIN)/nbdev_export && $(BIN)/python tools/params_cell.py && $(BIN)/nbdev_clean && $(BIN)/python tools/readme.py
 
 readme: install
 	$(BIN)/python tools/readme.py

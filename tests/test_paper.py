@@ -44,7 +44,7 @@ def test_tables_match_metrics_json(grid):
     pre = get_preset("vaihingen")
     t1 = pd.read_csv(out / "table1_vaihingen.csv")
     t3 = pd.read_csv(out / "table3_vaihingen_ablation.csv")
-    for variant, method in (("seg", "baseline"), ("both", "Ours")):
+    for variant, method in (("seg", "baseline"), ("seg+obj+bdy", "Ours")):
         ms = [json.loads(p.read_text()) for p in sorted((out / "vaihingen/resnet18" / variant).glob("seed*/metrics.json"))]
         assert len(ms) == 2 and all(m["status"] == "finished" for m in ms)
         f1 = np.array([m["final"]["scores"]["f1"] for m in ms]) * 100

@@ -11,7 +11,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from ssrs_nb.core import imwrite_png, imread, load_checkpoint
-from ssrs_nb.training import TrainConfig, train, compute_loss, ABLATIONS, rank_batches
+from ssrs_nb.losses import ABLATIONS
+from ssrs_nb.training import TrainConfig, build_loss, compute_loss, rank_batches, train
 
 ROOT = Path(__file__).resolve().parent.parent
 ENV = {**os.environ, "PYTHONPATH": f"{ROOT}{os.pathsep}{os.environ.get('PYTHONPATH', '')}", "OMP_NUM_THREADS": "1",
@@ -87,7 +88,7 @@ def test_kill_and_resume_equals_uninterrupted(data, tmp_path):
     cfg = base_cfg(data, tmp_path / "full", backbone="resnet18", epochs=2, iters_per_epoch=8, batch_size=2, ckpt_every=3)
     full = run_script(cfg, "unetformer")
     (tmp_path / "cfg.json").write_text(json.dumps(cfg.to_dict()))      # the killed run goes through the command line
-    killed = subprocess.Popen([sys.executable, "-m", "ssrs_nb.training", str(tmp_path / "cfg.json"),
+    killed = subprocess.Popen([sys.executable, "-m", "ssrs_nb.cli", str(tmp_path / "cfg.json"),
                                f"out_dir={tmp_path / 'killed'}"], env=ENV, stdout=subprocess.PIPE,
                               stderr=subprocess.STDOUT, text=True)
     ck = tmp_path / "killed" / "checkpoints" / "last.pth"
@@ -98,7 +99,7 @@ def test_kill_and_resume_equals_uninterrupted(data, tmp_path):
     assert not (tmp_path / "killed" / "model_final.pth").exists()
     step = load_checkpoint(ck)["step"]
     assert 3 <= step < 16
-    out = finish(subprocess.Popen([sys.executable, "-m", "ssrs_nb.training", str(tmp_path / "cfg.json"),
+    out = finish(subprocess.Popen([sys.executable, "-m", "ssrs_nb.cli", str(tmp_path / "cfg.json"),
                                    f"out_dir={tmp_path / 'killed'}", "resume=true"], env=ENV, stdout=subprocess.PIPE,
                                   stderr=subprocess.STDOUT, text=True))
     assert "last epoch: epoch 2, test mF1" in out
@@ -167,12 +168,12 @@ def test_ablation_switches_change_exactly_the_loss_terms():
     ob, bd = object_loss(logits, batch["sgo"]), boundary_loss(logits, batch["sgb"])
     for name, sw in ABLATIONS.items():
         for lo, lb in ((1.0, 0.1), (0.5, 2.0)):
-            loss, parts = compute_loss(logits, batch, TrainConfig(sgo_root="x", lambda_obj=lo, lambda_bdy=lb, **sw))
+            loss, parts = compute_loss(logits, batch, build_loss(TrainConfig(sgo_root="x", lambda_obj=lo, lambda_bdy=lb, **sw)))
             want = ce + (lo * ob if sw["use_obj"] else 0) + (lb * bd if sw["use_bdy"] else 0)
             torch.testing.assert_close(loss, want, atol=1e-6, rtol=1e-6)
             assert parts["obj"] == (pytest.approx(ob.item()) if sw["use_obj"] else 0.0)
             assert parts["bdy"] == (pytest.approx(bd.item()) if sw["use_bdy"] else 0.0)
-    loss, parts = compute_loss((logits, aux), batch, TrainConfig(sgo_root="x", aux_loss=True, lambda_aux=0.3))
+    loss, parts = compute_loss((logits, aux), batch, build_loss(TrainConfig(sgo_root="x")), lambda_aux=0.3)
     torch.testing.assert_close(loss, ce + ob + 0.1 * bd + 0.3 * F.cross_entropy(aux, lab, ignore_index=255), atol=1e-6, rtol=1e-6)
     assert parts["aux"] == pytest.approx(F.cross_entropy(aux, lab, ignore_index=255).item())
 
@@ -236,7 +237,8 @@ def test_papermill_every_parameter_overridden(data, tmp_path, monkeypatch):
     out = tmp_path / "pm_run"
     params = dict(dataset="vaihingen", data_root=str(data / "data"), sgo_root=str(data / "sgo"), out_dir=str(out),
                   backbone="resnet18", pretrained=None, use_obj=True, use_bdy=False, lambda_obj=0.5, lambda_bdy=0.2,
-                  aux_loss=True, lambda_aux=0.3, epochs=2, iters_per_epoch=3, batch_size=2, window=64, stride=32,
+                  bdy_variant="ssrs2023", max_objects=30, theta0=5, theta=7,
+                  aux_loss=True, lambda_aux=0.3, epochs=2, iters_per_epoch=3, batch_size=2, window=64, eval_stride=32,
                   milestones=[1], lr=0.02, momentum=0.8, weight_decay=1e-4, gamma=0.5, augment=False,
                   train_ids=[1, 3, 23], test_ids=[5], select_on="test", val_tiles=1, eval_every=1, eval_batch_size=8,
                   tta=True, seed=1, device="cpu", amp="off", num_workers=0, ckpt_every=2, log_every=1, resume=False,
@@ -251,8 +253,7 @@ def test_papermill_every_parameter_overridden(data, tmp_path, monkeypatch):
     m = json.loads((out / "metrics.json").read_text())
     c = m["config"]
     for k, v in params.items():
-        if k == "stride": assert c["eval_stride"] == v
-        elif k not in ("n_tiles", "tile_size"): assert c[k] == v, k
+        if k not in ("n_tiles", "tile_size"): assert c[k] == v, k
     assert m["final"]["selection"].startswith("best test mIoU") and m["amp"] == "off"
     assert set(m["history"][0]["train"]) == {"seg", "obj", "bdy", "aux", "total"} and m["history"][0]["train"]["bdy"] == 0
     assert len(m["steps"]) == 6 and m["history"][-1]["lr"] == pytest.approx(0.01)
@@ -275,3 +276,29 @@ def test_papermill_rejects_bad_parameters(tmp_path, monkeypatch, bad, msg):
                                    cwd=str(tmp_path), progress_bar=False)
     assert msg in str(e.value)
     assert not (tmp_path / "r" / "checkpoints").exists()        # rejected before any training
+
+
+def test_papermill_official_boundary_loss_reaches_the_loss(data, tmp_path, monkeypatch):
+    """-p bdy_variant ssrs2023 -p max_objects 30: recorded in metrics.json, and the logged loss parts of the first step equal
+    boundary_loss(..., variant='ssrs2023') and object_loss(..., max_objects=30) recomputed on that step's batch and weights."""
+    papermill = pytest.importorskip("papermill")
+    from ssrs_nb.losses import boundary_loss, object_loss
+    from ssrs_nb.training import setup_run
+    monkeypatch.setenv("PYTHONPATH", ENV["PYTHONPATH"]); monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    out = tmp_path / "official"
+    params = dict(data_root=str(data / "data"), sgo_root=str(data / "sgo"), out_dir=str(out), train_ids=[1, 3, 23],
+                  test_ids=[5], bdy_variant="ssrs2023", max_objects=30, epochs=1, iters_per_epoch=1, batch_size=2,
+                  window=64, eval_stride=64, lr=0.0, log_every=1, threads=1, device="cpu")
+    papermill.execute_notebook(str(ROOT / "nbs" / "10_train.ipynb"), str(tmp_path / "o.ipynb"), parameters=params,
+                               kernel_name="python3", cwd=str(tmp_path), progress_bar=False)
+    m = json.loads((out / "metrics.json").read_text())
+    assert (m["config"]["bdy_variant"], m["config"]["max_objects"]) == ("ssrs2023", 30)
+    logged = m["steps"][0]["loss"]
+    # the same set-up in this process (same seeds, same weights: lr=0 keeps them), then the first batch by hand
+    rs = setup_run(TrainConfig.from_dict({**m["config"], "out_dir": str(tmp_path / "again"), "progress": False}).check())
+    batch = torch.utils.data.default_collate([rs.ds[i] for i in range(2)])
+    rs.model.train()
+    main, _ = rs.model(batch["image"])
+    assert logged["bdy"] == pytest.approx(boundary_loss(main.float(), batch["sgb"], variant="ssrs2023").item(), rel=1e-5)
+    assert logged["obj"] == pytest.approx(object_loss(main.float(), batch["sgo"], max_objects=30).item(), rel=1e-5)
+    assert logged["bdy"] != pytest.approx(boundary_loss(main.float(), batch["sgb"]).item(), rel=1e-3)   # not the default form

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # CI check: nbs/ is the source of truth. nbdev_export must leave ssrs_nb/ unchanged, nbdev_clean must leave nbs/
-# unchanged, and README.md must match nbs/index.ipynb. Compares the tree before and after, so it also works in a
+# unchanged, README.md must match nbs/index.ipynb, and the 10_train parameters cell must match TrainConfig. Compares the tree before and after, so it also works in a
 # working copy with uncommitted changes.
 set -euo pipefail
 BIN=${BIN:-.venv/bin}
@@ -15,5 +15,6 @@ if [ "$before" != "$after" ]; then
   echo "FAIL: nbdev_clean changed nbs/ - run nbdev_clean and commit the cleaned notebooks."; git status --short -- nbs; status=1
 fi
 "$BIN/python" tools/readme.py --check || status=1
+"$BIN/python" tools/params_cell.py --check || status=1
 [ $status = 0 ] && echo "sync check: ssrs_nb/, nbs/ and README.md are in sync"
 exit $status
