@@ -237,7 +237,7 @@ def test_papermill_every_parameter_overridden(data, tmp_path, monkeypatch):
     out = tmp_path / "pm_run"
     params = dict(dataset="vaihingen", data_root=str(data / "data"), sgo_root=str(data / "sgo"), out_dir=str(out),
                   backbone="resnet18", pretrained=None, use_obj=True, use_bdy=False, lambda_obj=0.5, lambda_bdy=0.2,
-                  bdy_variant="ssrs2023", max_objects=30, theta0=5, theta=7,
+                  bdy_variant="ssrs2023", max_objects=30, theta0=5, theta=7, grad_clip=5.0,
                   aux_loss=True, lambda_aux=0.3, epochs=2, iters_per_epoch=3, batch_size=2, window=64, eval_stride=32,
                   milestones=[1], lr=0.02, momentum=0.8, weight_decay=1e-4, gamma=0.5, augment=False,
                   train_ids=[1, 3, 23], test_ids=[5], select_on="test", val_tiles=1, eval_every=1, eval_batch_size=8,
@@ -265,7 +265,8 @@ def test_papermill_every_parameter_overridden(data, tmp_path, monkeypatch):
 
 
 @pytest.mark.parametrize("bad,msg", [(dict(backbone="resnet81"), "resnet81"), (dict(epoch=3), "unknown parameter(s) ['epoch']"),
-                                     (dict(select_on="best"), "choose one of ['last', 'val', 'test']")])
+                                     (dict(select_on="best"), "choose one of ['last', 'val', 'test']"),
+                                     (dict(milestones="[1]"), "-y 'milestones: [1]'")])
 def test_papermill_rejects_bad_parameters(tmp_path, monkeypatch, bad, msg):
     papermill = pytest.importorskip("papermill")
     monkeypatch.setenv("PYTHONPATH", ENV["PYTHONPATH"]); monkeypatch.setenv("OMP_NUM_THREADS", "1")
