@@ -11,7 +11,7 @@ PYTEST_TIMEOUT ?= 900
 export MPLBACKEND = Agg
 export PYTHONUNBUFFERED = 1
 
-.PHONY: install test sync nbtest pytest demo readme export bench
+.PHONY: install test sync lint nbtest pytest demo readme export bench
 
 $(VENV)/.installed: settings.ini setup.py pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -25,6 +25,12 @@ install: $(VENV)/.installed
 
 sync: install
 	BIN=$(BIN) bash tools/check_sync.sh
+
+# ruff (pyflakes, import order, pyupgrade, bugbear; settings in pyproject.toml) over the package, tests, benchmarks,
+# tools and the notebooks, and no function in ssrs_nb/ longer than 60 lines
+lint: install
+	$(BIN)/ruff check .
+	$(BIN)/python tools/func_length.py
 
 # one torch thread per process: nbdev_test runs two notebooks at once on the 2-core CI machine, and the
 # pytest suite starts subprocesses of its own (kill-and-resume, DDP); oversubscribed threads slow both down badly
