@@ -439,7 +439,7 @@ def save_checkpoint(rs: RunState, epoch: int, batch: int) -> None:
                           rs.ckpt_path)
     rs.last_ckpt = (rs.ckpt_path, rs.step)
 
-# %% ../nbs/07_training.ipynb #578e2bbe
+# %% ../nbs/07_training.ipynb #0eda7de3
 def _batches(rs: RunState, epoch: int):
     "The DataLoader of the rest of `epoch` for this process (with a progress bar on process 0 if asked)."
     rs.ds.set_epoch(epoch)
@@ -451,17 +451,25 @@ def _batches(rs: RunState, epoch: int):
     from tqdm.auto import tqdm
     return tqdm(loader, total=len(batches), desc=f"epoch {epoch + 1}/{rs.cfg.epochs}", leave=False)
 
+def _heartbeat(rs: RunState, epoch: int, parts: dict, t0: float, b0: int) -> None:
+    "One progress line (notebook, papermill --log-output, terminal alike): position, loss, speed, epoch ETA."
+    rate = (rs.batch - b0) / max(time.time() - t0, 1e-9)
+    eta = (rs.cfg.iters_per_epoch - rs.batch) / max(rate, 1e-9)
+    print(f"epoch {epoch + 1}/{rs.cfg.epochs} iteration {rs.batch}/{rs.cfg.iters_per_epoch} loss {parts['total']:.4f} "
+          f"| {rate:.2f} it/s, epoch done in {eta / 60:.1f} min", flush=True)
+
 def train_epoch(rs: RunState, epoch: int) -> None:
     "Train the rest of `epoch` (from batch `rs.batch`), updating the position, loss sums, log and checkpoints."
     cfg = rs.cfg
     rs.model.train()
-    it = _batches(rs, epoch)
+    it, t0, b0 = _batches(rs, epoch), time.time(), rs.batch
     for batch in it:
         parts = train_step(rs, batch, epoch)
         rs.step += 1; rs.batch += 1; rs.nsum += 1
         for k, v in parts.items(): rs.sums[k] = rs.sums.get(k, 0.0) + v
         if rs.step % cfg.log_every == 0:
             rs.record["steps"].append({"iteration": rs.step, "epoch": epoch + 1, "loss": parts})
+            if rs.main and not cfg.progress: _heartbeat(rs, epoch, parts, t0, b0)
         if hasattr(it, "set_postfix"): it.set_postfix(loss=f"{parts['total']:.3f}")
         if rs.step % cfg.ckpt_every == 0 and rs.batch < cfg.iters_per_epoch: save_checkpoint(rs, epoch, rs.batch)
 
