@@ -8,7 +8,7 @@ __all__ = ['SelectOn', 'AmpMode', 'SELECT_ON', 'AMP_MODES', 'DEMO_OVERRIDES', 'R
            'resume_run', 'train_step', 'save_checkpoint', 'train_epoch', 'evaluate_run', 'end_epoch', 'final_selection',
            'train']
 
-# %% ../nbs/07_training.ipynb #26329b8b
+# %% ../nbs/07_training.ipynb #c53afa8e
 import contextlib, dataclasses, inspect, math, os, random, re, time
 from dataclasses import dataclass, field, asdict, fields
 from pathlib import Path
@@ -21,13 +21,13 @@ import torch.nn.functional as F
 import torch.distributed as dist
 
 from .core import (set_seed, get_device, atomic_write_json, atomic_torch_save, load_checkpoint, check_choice,
-                          get_preset, DATASETS, IGNORE_INDEX)
+                          get_preset, DATASETS, DatasetName, IGNORE_INDEX)
 from .data import list_tiles, WindowDataset
 from .losses import BOUNDARY_VARIANTS, BoundaryVariant, SAMLoss
 from .unetformer import create_model, BACKBONES
 from .inference import evaluate
 
-# %% ../nbs/07_training.ipynb #b41dc91f
+# %% ../nbs/07_training.ipynb #067808bb
 SelectOn = Literal["last", "val", "test"]
 AmpMode = Literal["auto", "bf16", "fp16", "off"]
 SELECT_ON, AMP_MODES = get_args(SelectOn), get_args(AmpMode)
@@ -35,7 +35,7 @@ SELECT_ON, AMP_MODES = get_args(SelectOn), get_args(AmpMode)
 @dataclass
 class TrainConfig:
     "Every setting of one training run (JSON-serialisable); the defaults are the paper's recipe."
-    dataset: str = "vaihingen"              # a key of core.DATASETS: 'vaihingen' or 'loveda'
+    dataset: DatasetName = "vaihingen"      # a key of core.DATASETS: 'vaihingen' or 'loveda'
     data_root: str = "data/generated/vaihingen"  # the dataset in its official layout
     sgo_root: Optional[str] = None          # folder of <stem>_sgo.png / <stem>_sgb.png (needed by use_obj / use_bdy)
     out_dir: str = "runs/train"             # run folder: metrics.json, curves.png, checkpoints/, model_*.pth
