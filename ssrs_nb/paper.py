@@ -6,8 +6,9 @@
 __all__ = ['BASELINE', 'OURS', 'BACKBONE_NAMES', 'PUBLISHED', 'Run', 'paper_grid', 'run_complete', 'run_grid', 'read_run',
            'collect', 'paper_table', 'to_markdown', 'write_tables']
 
-# %% ../nbs/09_paper.ipynb #70713c9e
-import json, math, os, subprocess, sys, time
+# %% ../nbs/09_paper.ipynb #a959e0f0
+import json, math, os, queue, subprocess, sys, time
+from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, asdict, field
 from pathlib import Path
 import numpy as np
@@ -67,7 +68,7 @@ def paper_grid(datasets=("vaihingen", "loveda"), backbones=("resnet18", "swin"),
             runs += [Run(d, b, v, int(s)) for v in variants for s in seeds]
     return runs
 
-# %% ../nbs/09_paper.ipynb #bd382a2f
+# %% ../nbs/09_paper.ipynb #0a187f59
 def run_complete(folder) -> bool:
     "True when `folder/metrics.json` exists and records a finished run (`status == 'finished'`, written by `train`)."
     p = Path(folder) / "metrics.json"
@@ -95,41 +96,103 @@ def _config_mismatch(folder, params: dict) -> str:
         if norm(v) != norm(cfg[k]): out.append(f"{k}: {cfg[k]!r} → {v!r}")
     return "; ".join(out)
 
-def run_grid(runs, out_dir, common: dict | None = None, train_nb=None, cwd=None, log_output=False, dry_run=False,
-             progress=True):
-    "Execute `10_train.ipynb` for every run not yet complete; returns the list of (run, status) with status 'done', 'skipped' or 'failed: …'."
+def _papermill_job(train_nb: str, folder: str, params: dict, cwd: str, log_output: bool = False,
+                   env: dict | None = None) -> str:
+    "Execute one run's notebook with papermill's command line in a new process (`env` added); returns its status."
+    folder = Path(folder); tmp = folder / ".10_train.tmp.ipynb"; pfile = folder / ".params.json"
+    atomic_write_json(pfile, params)
+    cmd = [sys.executable, "-m", "papermill", str(train_nb), str(tmp), "-f", str(pfile), "--cwd", str(cwd),
+           "-k", "python3", "--no-progress-bar"] + (["--log-output"] if log_output else [])
+    p = subprocess.run(cmd, env={**os.environ, **(env or {})}, stdout=None if log_output else subprocess.PIPE,
+                       stderr=subprocess.STDOUT, text=True)
+    if p.returncode:
+        last = [l for l in (p.stdout or "").strip().splitlines() if l.strip()][-1:] or [""]
+        return f"failed: papermill exited with {p.returncode}: {last[0][:300]} (see {tmp})"
+    os.replace(tmp, folder / "10_train.ipynb")
+    return "done"
+
+def _papermill_here(train_nb, folder, params, cwd, log_output) -> str:
+    "Execute one run's notebook in a kernel started from this process; returns its status."
     import papermill as pm
+    tmp = Path(folder) / ".10_train.tmp.ipynb"
+    try:
+        pm.execute_notebook(str(train_nb), str(tmp), parameters=params, cwd=str(cwd), log_output=log_output,
+                            progress_bar=False, kernel_name="python3")
+    except Exception as e:
+        msg = str(e).strip().splitlines()
+        return f"failed: {type(e).__name__}: {msg[-1][:300] if msg else ''} (see {tmp})"
+    os.replace(tmp, Path(folder) / "10_train.ipynb")
+    return "done"
+
+def _resolve_devices(devices) -> list | None:
+    "`None` (one run at a time, in this process), 'auto' (every CUDA device, if more than one), '0,1' or a list."
+    if devices is None: return None
+    if devices == "auto":
+        import torch
+        n = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        return [str(i) for i in range(n)] if n > 1 else None
+    ds = [d.strip() for d in devices.split(",")] if isinstance(devices, str) else [str(d) for d in devices]
+    if not ds or not all(ds): raise ValueError(f"devices={devices!r}: expected 'auto', None or ids like '0,1,2,3'")
+    return ds
+
+def _plan(runs, out_dir, common) -> list:
+    "(run, folder, params, finished) per run; a finished run recorded with other settings is an error."
+    plan = []
+    for run in runs:
+        folder = run.folder(out_dir).resolve()
+        params = {**(common or {}), **run.params(), "out_dir": str(folder), "resume": True}
+        done = run_complete(folder)
+        if done and (diff := _config_mismatch(folder, params)):
+            raise ValueError(f"{folder}: this run finished with other settings ({diff}); pass another out_dir, "
+                             f"or delete the folder to run it again with the new ones")
+        plan.append((run, folder, params, done))
+    return plan
+
+def _timed(i, fn, *args):
+    t0 = time.time(); st = fn(*args)
+    return i, st, time.time() - t0
+
+def _execute(todo, train_nb, cwd, log_output, devices, executor):
+    "Yield (index, status, seconds) as the runs of `todo` finish: in turn here, concurrently one per device, or as jobs."
+    if executor is not None:      # e.g. submitit.AutoExecutor (SLURM) or submitit.LocalExecutor
+        t0 = time.time()
+        jobs = [executor.submit(_papermill_job, str(train_nb), str(f), p, str(cwd), False) for _, f, p in todo]
+        for i, j in enumerate(jobs):
+            try: st = j.result()
+            except Exception as e: st = f"failed: {type(e).__name__}: {str(e).strip()[-300:]}"
+            yield i, st, time.time() - t0
+        return
+    if devices is None:
+        for i, (_, f, p) in enumerate(todo): yield _timed(i, _papermill_here, train_nb, f, p, cwd, log_output)
+        return
+    free = queue.Queue()
+    for d in devices: free.put(d)
+    def work(i, f, p):
+        d = free.get()
+        try: return _timed(i, _papermill_job, str(train_nb), str(f), p, str(cwd), log_output, {"CUDA_VISIBLE_DEVICES": d})
+        finally: free.put(d)
+    with ThreadPoolExecutor(len(devices)) as pool:
+        yield from (fut.result() for fut in as_completed([pool.submit(work, i, f, p) for i, (_, f, p) in enumerate(todo)]))
+
+def run_grid(runs, out_dir, common: dict | None = None, train_nb=None, cwd=None, log_output=False, dry_run=False,
+             progress=True, devices=None, executor=None):
+    "Execute `10_train.ipynb` for every run not yet complete; returns the list of (run, status) with status 'done', 'skipped' or 'failed: …'."
     train_nb = Path(train_nb) if train_nb is not None else _default_train_nb()
     if not train_nb.is_file():
         raise FileNotFoundError(f"{train_nb}: the training notebook was not found; pass train_nb= the path of nbs/10_train.ipynb")
-    out, t_start = [], time.time()
-    for k, run in enumerate(runs, 1):
-        folder = run.folder(out_dir).resolve()
-        t0 = time.time()
-        params = {**(common or {}), **run.params(), "out_dir": str(folder), "resume": True}
-        if run_complete(folder):
-            diff = _config_mismatch(folder, params)
-            if diff:
-                raise ValueError(f"{folder}: this run finished with other settings ({diff}); pass another out_dir, "
-                                 f"or delete the folder to run it again with the new ones")
-            status = "skipped"
-        elif dry_run: status = "todo"
-        else:
-            folder.mkdir(parents=True, exist_ok=True)
-            tmp = folder / ".10_train.tmp.ipynb"
-            try:
-                pm.execute_notebook(str(train_nb), str(tmp), parameters=params, cwd=str(cwd or train_nb.parent),
-                                    log_output=log_output, progress_bar=False, kernel_name="python3")
-                os.replace(tmp, folder / "10_train.ipynb")
-                status = "done"
-            except Exception as e:
-                msg = str(e).strip().splitlines()
-                status = f"failed: {type(e).__name__}: {msg[-1][:300] if msg else ''} (see {tmp})"
-        out.append((run, status))
-        if progress:   # one line per run: readable in papermill's --log-output and in CI logs alike
-            print(f"[{k}/{len(runs)}] {run.key}: {status} in {time.time() - t0:.0f} s "
-                  f"(grid {time.time() - t_start:.0f} s)", flush=True)
-    return out
+    plan, t_start = _plan(runs, out_dir, common), time.time()
+    status = {r.key: ("skipped" if done else "todo") for r, _, _, done in plan}
+    todo = [(r, f, p) for r, f, p, done in plan if not done]
+    say = lambda n, key, st, dt: progress and print(   # one line per run: readable in --log-output and CI logs alike
+        f"[{n}/{len(plan)}] {key}: {st} in {dt:.0f} s (grid {time.time() - t_start:.0f} s)", flush=True)
+    for n, (r, *_) in enumerate([x for x in plan if x[3]], 1): say(n, r.key, "skipped", 0)
+    if not dry_run:
+        for _, f, _ in todo: f.mkdir(parents=True, exist_ok=True)
+        for n, (i, st, dt) in enumerate(_execute(todo, train_nb, cwd or train_nb.parent, log_output,
+                                                 _resolve_devices(devices), executor), len(plan) - len(todo) + 1):
+            status[todo[i][0].key] = st
+            say(n, todo[i][0].key, st, dt)
+    return [(r, status[r.key]) for r, _, _, _ in plan]
 
 # %% ../nbs/09_paper.ipynb #179612c5
 def _pct(x):
