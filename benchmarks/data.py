@@ -4,20 +4,17 @@ step it feeds (batch 10, 256×256; goal: the sampler ≥ 5× faster than the ste
 
     python benchmarks/data.py            # prints a table; `main()` returns the rows
 """
-import sys, tempfile, time
+import tempfile, time
 from pathlib import Path
 
-import cv2
 import numpy as np
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
-from reference import gt_sgo_sgb_maps as write_maps  # noqa: E402  (the hand-made maps the tests use)
-from ssrs_nb.core import get_preset, imread, imwrite_png  # noqa: E402
-from ssrs_nb.data import WindowDataset, list_tiles, read_label, renumber_sgo  # noqa: E402
-from ssrs_nb.synthetic import make_synthetic_vaihingen  # noqa: E402
-from ssrs_nb.data import _decode_vaihingen  # noqa: E402
+from ssrs_nb.core import imread
+from ssrs_nb.data import WindowDataset, _decode_vaihingen, list_tiles, renumber_sgo
+from ssrs_nb.reference import decode_vaihingen_official as naive_decode, gt_sgo_sgb_maps as write_maps
+from ssrs_nb.reference import renumber_sgo_naive as naive_renumber
+from ssrs_nb.synthetic import make_synthetic_vaihingen
 
 
 def best_of(f, repeat=5, number=1):
@@ -29,21 +26,6 @@ def best_of(f, repeat=5, number=1):
         for _ in range(number): f()
         ts.append((time.perf_counter() - t0) / number)
     return min(ts)
-
-
-def naive_decode(rgb):
-    "The official code's convert_from_color: one full-image comparison per palette colour."
-    out = np.full(rgb.shape[:2], 255, np.uint8)
-    for k, c in enumerate(get_preset("vaihingen").palette):
-        out[np.all(rgb == np.array(c, np.uint8).reshape(1, 1, 3), axis=2)] = k
-    return out
-
-
-def naive_renumber(sgo):
-    "One mask per object id present (the form a per-object loop takes)."
-    out = np.zeros(sgo.shape, np.int64)
-    for k, v in enumerate(np.unique(sgo[sgo > 0]), 1): out[sgo == v] = k
-    return out
 
 
 def sampler_rate(ds, n):

@@ -11,6 +11,7 @@ import torch
 
 from ssrs_nb.core import get_device, image_to_tensor
 from ssrs_nb.inference import sliding_window_predict, window_starts
+from ssrs_nb.reference import sliding_window_naive
 
 
 def _best(fn, reps):
@@ -18,19 +19,6 @@ def _best(fn, reps):
     for _ in range(reps):
         t = time.perf_counter(); fn(); ts.append(time.perf_counter() - t)
     return min(ts)
-
-
-def naive_predict(model, x, C, window, stride, device):
-    "One window per forward pass, accumulated slice by slice (the reference form)."
-    _, H, W = x.shape
-    acc, cnt = torch.zeros(C, H, W, device=device), torch.zeros(H, W, device=device)
-    with torch.inference_mode():
-        for y in window_starts(H, window, stride):
-            for x0 in window_starts(W, window, stride):
-                p = model(x[None, :, y:y + window, x0:x0 + window]).softmax(1)[0]
-                acc[:, y:y + window, x0:x0 + window] += p
-                cnt[y:y + window, x0:x0 + window] += 1
-    return (acc / cnt).cpu()
 
 
 def main(argv=None):
@@ -63,11 +51,11 @@ def main(argv=None):
         sliding_window_predict(model, img, C, a.window, a.stride, a.batch_size, device=dev); sync()
 
     def naive():
-        naive_predict(model, x, C, a.window, a.stride, dev); sync()
+        sliding_window_naive(model, x, C, a.window, a.stride, device=dev); sync()
 
     ours()   # warm-up (and one check that the forms agree)
     err = (sliding_window_predict(model, img, C, a.window, a.stride, a.batch_size, device=dev) -
-           naive_predict(model, x, C, a.window, a.stride, dev)).abs().max().item()
+           sliding_window_naive(model, x, C, a.window, a.stride, device=dev)).abs().max().item()
     t_bare, t_ours, t_naive = (_best(f, a.reps) for f in (bare, ours, naive))
     print(f"# sliding-window inference: {a.backbone}, {a.size}x{a.size} tile, window {a.window}, stride {a.stride} "
           f"({n} windows), batch {a.batch_size}, {dev}, torch threads {torch.get_num_threads()}; max |ours - naive| = {err:.1e}")

@@ -7,22 +7,9 @@
 import argparse, time
 
 import torch
-import torch.nn.functional as F
 
 from ssrs_nb.losses import object_loss, boundary_loss, total_loss
-
-
-def object_loss_loop(pred, sgo, max_objects=50):
-    "Naive form: one full-size masked pass per object id (the official training code's loop, ids 1..max_objects)."
-    B, C, H, W = pred.shape
-    sgo = sgo.long()
-    total = pred.new_zeros(())
-    for i in range(1, min(int(sgo.max()), max_objects) + 1):
-        m = (sgo == i).unsqueeze(1).to(pred.dtype)                  # (B, 1, H, W)
-        n = m.sum((2, 3), keepdim=True)
-        mu = (pred * m).sum((2, 3), keepdim=True) / n.clamp(min=1)
-        total = total + F.mse_loss(n / (n + 1) * pred * m, n / (n + 1) * mu * m, reduction="sum")
-    return total / (B * C * H * W)
+from ssrs_nb.reference import object_loss_official as object_loss_loop   # the official code's per-id loop
 
 
 def _time(fn, repeat):

@@ -3,31 +3,19 @@ writing maps, of a tiny-SAM generation and of a re-run over a finished folder.
 
     python benchmarks/sam.py            # prints a table; `main()` returns the rows
 """
-import sys, tempfile, time
+import tempfile, time
 from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
-from reference import official_sgo_sgb as naive_sgo_sgb  # noqa: E402  (the oracle the tests use)
-from ssrs_nb.core import imwrite_png  # noqa: E402
-from ssrs_nb.sam import (build_tiny_sam, generate_dataset, mask_generator_from_model,  # noqa: E402
-                         masks_to_sgo_sgb)
+from ssrs_nb.core import imwrite_png
+from ssrs_nb.reference import official_sgo_sgb as naive_sgo_sgb, random_disc_masks  # the oracle the tests use
+from ssrs_nb.sam import build_tiny_sam, generate_dataset, mask_generator_from_model, masks_to_sgo_sgb
 
 
 def random_masks(n, H, W, seed=0):
-    "n SAM-like records: random discs and boxes (overlapping), as one N×H×W bool array plus the dicts."
-    rng = np.random.default_rng(seed)
-    yy, xx = np.ogrid[:H, :W]
-    cy, cx = rng.uniform(0, H, n), rng.uniform(0, W, n)
-    r = rng.uniform(3, min(H, W) / 6, n)
-    arr = np.empty((n, H, W), bool)
-    for s in range(0, n, 64):   # building the input, not the timed code
-        e = min(n, s + 64)
-        arr[s:e] = ((yy - cy[s:e, None, None]) ** 2 + (xx - cx[s:e, None, None]) ** 2) < r[s:e, None, None] ** 2
-    areas = arr.reshape(n, -1).sum(1)
-    return [dict(segmentation=arr[i], area=int(areas[i])) for i in range(n)]
+    "n SAM-like records: overlapping random discs of radius 3 … min(H, W)/6."
+    return random_disc_masks(n, H, W, seed=seed, r_min=3, r_max=min(H, W) / 6)
 
 
 def best(f, repeat=3):

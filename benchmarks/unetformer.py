@@ -7,34 +7,13 @@ autocast; the model with the naive attention swapped in for comparison).
 
 `main()` returns the rows (name, naive/baseline seconds, ours seconds).
 """
-import contextlib, sys, time
-from pathlib import Path
+import contextlib, time
 
 import torch
 import torch.nn.functional as F
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-import ssrs_nb.unetformer as U  # noqa: E402
-
-
-def naive_window_attention(qkv, num_heads, ws, bias, valid=None):
-    "The per-window form: a Python loop over windows, explicit q kᵀ, softmax and v per window (all images, heads)."
-    B, C3, H, W = qkv.shape
-    C = C3 // 3
-    d = C // num_heads
-    out = torch.empty(B, C, H, W, dtype=qkv.dtype, device=qkv.device)
-    vh, vw = valid if valid is not None else (H, W)
-    for y0 in range(0, H, ws):
-        for x0 in range(0, W, ws):
-            win = qkv[:, :, y0:y0 + ws, x0:x0 + ws].reshape(B, 3, num_heads, d, ws * ws)
-            q, k, v = win[:, 0].transpose(-1, -2), win[:, 1].transpose(-1, -2), win[:, 2].transpose(-1, -2)
-            a = q @ k.transpose(-1, -2) * d ** -0.5 + bias.to(q.dtype)
-            yy = torch.arange(y0, y0 + ws, device=qkv.device)[:, None].expand(ws, ws).reshape(-1)
-            xx = torch.arange(x0, x0 + ws, device=qkv.device)[None, :].expand(ws, ws).reshape(-1)
-            a = a.masked_fill(~((yy < vh) & (xx < vw)), float("-inf"))
-            o = a.softmax(-1) @ v                                    # B, heads, N, d
-            out[:, :, y0:y0 + ws, x0:x0 + ws] = o.transpose(-1, -2).reshape(B, C, ws, ws)
-    return out
+import ssrs_nb.unetformer as U
+from ssrs_nb.reference import window_attention_per_window as naive_window_attention
 
 
 def sync(dev):

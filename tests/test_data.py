@@ -9,30 +9,16 @@ import torch
 from torch.utils.data import DataLoader
 
 from ssrs_nb.core import imread, imwrite_png, atomic_write_bytes
-from reference import gt_sgo_sgb_maps as gt_maps
 from ssrs_nb.data import Tile, WindowDataset, iter_test_tiles, list_tiles, load_tile, read_image, read_label, renumber_sgo
+from ssrs_nb.reference import VAIHINGEN_COLOURS as VAI_COLOURS, decode_vaihingen_naive as naive_vaihingen
+from ssrs_nb.reference import gt_sgo_sgb_maps as gt_maps, renumber_sgo_naive as naive_renumber
 from ssrs_nb.synthetic import make_synthetic_loveda, make_synthetic_vaihingen
-
-VAI_COLOURS = {(255, 255, 255): 0, (0, 0, 255): 1, (0, 255, 255): 2, (0, 255, 0): 3, (255, 255, 0): 4,
-               (255, 0, 0): 5, (0, 0, 0): 255}   # the ISPRS table, typed from the issue
 
 
 def write_tif(path, rgb):
     "Independent TIFF writer for hand-made files (RGB in, BGR on disk as OpenCV expects)."
     path = Path(path); path.parent.mkdir(parents=True, exist_ok=True)
     assert cv2.imwrite(str(path), np.ascontiguousarray(np.asarray(rgb, np.uint8)[..., ::-1]))
-
-
-def naive_vaihingen(rgb):
-    "Per-pixel dictionary lookup (the reference for the vectorised decoder)."
-    h, w, _ = rgb.shape
-    return np.array([[VAI_COLOURS[tuple(int(v) for v in rgb[y, x])] for x in range(w)] for y in range(h)], np.uint8)
-
-
-def naive_renumber(sgo):
-    present = sorted(set(sgo.ravel().tolist()) - {0})
-    m = {0: 0, **{v: k for k, v in enumerate(present, 1)}}
-    return np.array([[m[v] for v in row] for row in sgo.tolist()], np.int64)
 
 
 @pytest.fixture(scope="module")

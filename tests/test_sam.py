@@ -7,73 +7,10 @@ import pytest
 import torch
 
 from ssrs_nb.core import imread, imwrite_png
-from ssrs_nb.sam import (SAM_CHECKPOINTS, SuperpixelGenerator, build_mask_generator, build_tiny_sam, crop_starts,
+from ssrs_nb.sam import (SAM_CHECKPOINTS, SuperpixelGenerator, build_mask_generator, build_tiny_sam,
                          generate_dataset, generate_sgo_sgb, mask_generator_from_model, masks_to_sgo_sgb,
                          read_sgo_sgb, sgo_sgb_paths)
-from reference import official_sgo_sgb as naive
-
-
-def rect(shape, y0, y1, x0, x1):
-    m = np.zeros(shape, bool); m[y0:y1, x0:x1] = True
-    return dict(segmentation=m, area=int(m.sum()))
-
-
-def discs(n, H=48, W=64, seed=0):
-    rng = np.random.default_rng(seed); yy, xx = np.mgrid[:H, :W]; out = []
-    for _ in range(n):
-        m = (yy - rng.uniform(0, H)) ** 2 + (xx - rng.uniform(0, W)) ** 2 < rng.uniform(2, 20) ** 2
-        out.append(dict(segmentation=m, area=int(m.sum())))
-    return out
-
-
-# ---------------------------------------------------------------- masks_to_sgo_sgb
-def test_hand_example_ordering_overwrite_and_boundaries():
-    # 14×14: big square ids 1, a smaller overlapping square 2 (overwrites), a tiny mask under S (no id, but outlined)
-    big, small, tiny = rect((14, 14), 0, 10, 0, 10), rect((14, 14), 5, 13, 5, 13), rect((14, 14), 12, 14, 0, 2)
-    sgo, sgb = masks_to_sgo_sgb([small, tiny, big], max_objects=50, min_area=10)
-    assert sgo.dtype == np.uint16 and sgb.dtype == np.uint8
-    assert sgo[2, 2] == 1 and sgo[8, 8] == 2 and sgo[11, 11] == 2      # the smaller one wins the overlap
-    assert sgo[12, 1] == 0 and sgb[12, 1] == 255                       # tiny: no id, but on the SGB
-    # thick boundary of big along row 9/10: both sides of its lower edge (cols 1-4 are away from other masks)
-    assert (sgb[9, 1:4] == 255).all() and (sgb[10, 1:4] == 255).all() and (sgb[8, 1:4] == 0).all()
-    assert sgb[0, 5] == 0                                              # the image border is not a boundary
-    assert (sgo[sgb == 255] == 0).all()
-    assert set(np.unique(sgb)) == {0, 255}
-
-
-@pytest.mark.parametrize("K,S", [(50, 50), (3, 0), (500, 200), (1, 1), (0, 0)])
-def test_matches_official_loop(K, S):
-    ms = discs(150)
-    sgo, sgb = masks_to_sgo_sgb(ms, K, S)
-    e_sgo, e_sgb = naive(ms, K, S)
-    np.testing.assert_array_equal(sgo, e_sgo); np.testing.assert_array_equal(sgb, e_sgb)
-    assert sgo.max() <= K
-
-
-def test_ties_keep_input_order():
-    a, b = rect((10, 10), 0, 4, 0, 10), rect((10, 10), 2, 6, 0, 10)   # equal areas (40): the input order decides
-    assert masks_to_sgo_sgb([a, b], max_objects=1, min_area=0)[0][0, 5] == 1   # a kept: row 0 is a's interior
-    assert masks_to_sgo_sgb([b, a], max_objects=1, min_area=0)[0][0, 5] == 0   # b kept: row 0 uncovered
-    two = masks_to_sgo_sgb([a, b], min_area=0)[0]
-    assert two[0, 5] == 1 and two[8, 5] == 0 and (two[1:7] == 0).all()          # rows 1-6 are boundaries
-
-
-def test_more_than_255_objects_and_array_input():
-    ms = discs(600, 64, 64, seed=3)
-    sgo, _ = masks_to_sgo_sgb(ms, max_objects=600, min_area=0)
-    assert sgo.dtype == np.uint16 and sgo.max() > 255
-    arr = np.stack([m["segmentation"] for m in ms])
-    np.testing.assert_array_equal(masks_to_sgo_sgb(arr, 600, 0)[0], sgo)
-
-
-def test_empty_and_bad_inputs():
-    sgo, sgb = masks_to_sgo_sgb([], shape=(5, 7))
-    assert sgo.shape == (5, 7) and not sgo.any() and not sgb.any() and sgo.dtype == np.uint16
-    with pytest.raises(ValueError, match="shape="): masks_to_sgo_sgb([])
-    with pytest.raises(ValueError, match="different shapes"):
-        masks_to_sgo_sgb([rect((4, 4), 0, 2, 0, 2), rect((4, 5), 0, 2, 0, 2)])
-    with pytest.raises(ValueError, match="binary_mask"):
-        masks_to_sgo_sgb([dict(segmentation={"size": [4, 4], "counts": "abc"}, area=3)])
+from ssrs_nb.reference import official_sgo_sgb as naive
 
 
 # ---------------------------------------------------------------- SAM wrapper and tiny SAM
@@ -130,46 +67,6 @@ def test_build_mask_generator_errors(tmp_path):
     with pytest.raises(ValueError, match="not a SAM state dict"): build_mask_generator(tmp_path / "l.pth")
     with pytest.raises(ValueError, match="unknown SamAutomaticMaskGenerator"):
         build_mask_generator(fake, "vit_l", pred_iou=0.9)
-
-
-# ---------------------------------------------------------------- superpixels and tiling
-def test_superpixel_generator_partition():
-    img = np.zeros((30, 40, 3), np.uint8); img[:, 20:] = 255; img[5:15, 5:10] = (0, 0, 255)
-    ms = SuperpixelGenerator(scale=100, sigma=0, min_size=10).generate(img)
-    areas = sorted(m["area"] for m in ms)
-    assert areas == [50, 30 * 20 - 50, 30 * 20]
-    cover = np.sum([m["segmentation"] for m in ms], 0)
-    assert (cover == 1).all()
-    for m in ms: assert m["area"] == m["segmentation"].sum()
-
-
-def test_crop_starts_cover():
-    for L, c, o in [(2000, 512, 64), (2566, 512, 64), (512, 512, 64), (513, 512, 0), (100, 512, 64)]:
-        s = crop_starts(L, c, o)
-        cov = np.zeros(L, int)
-        for a in s: cov[a:a + c] += 1
-        assert (cov[:L] >= 1).all() and s[-1] + min(c, L) == L
-        assert all(b - a <= c - o for a, b in zip(s, s[1:]))
-
-
-def test_tiling_equals_whole_image_partition():
-    H, W = 150, 230
-    yy, xx = np.mgrid[:H, :W]
-    glab = (yy // 33) * 100 + (xx // 41)
-
-    class Blocks:   # objects = blocks of a global map, seen through the crop (position encoded in the pixels)
-        def generate(self, win):
-            y, x = int(win[0, 0, 0]) * 2, int(win[0, 0, 1]) * 2
-            lab = glab[y:y + win.shape[0], x:x + win.shape[1]]
-            return [dict(segmentation=lab == v, area=int((lab == v).sum())) for v in np.unique(lab)]
-
-    enc = np.stack([yy // 2, xx // 2, np.zeros_like(yy)], -1).astype(np.uint8)
-    assert all(s % 2 == 0 for s in crop_starts(H, 64, 16) + crop_starts(W, 64, 16))
-    whole = masks_to_sgo_sgb(Blocks().generate(enc), 10_000, 0)
-    tiled = generate_sgo_sgb(enc, Blocks(), crop=64, overlap=16, max_objects=10_000, min_area=0)
-    np.testing.assert_array_equal(tiled[1], whole[1])
-    n = len(np.unique(glab))
-    assert tiled[0].max() == n and np.unique(np.stack([tiled[0].ravel(), whole[0].ravel()]), axis=1).shape[1] == n + 1
 
 
 # ---------------------------------------------------------------- datasets

@@ -1,5 +1,4 @@
-"Tests of ssrs_nb.unetformer: window attention against naive loops, parameter counts, any input size, weights files."
-import math
+"Tests of ssrs_nb.unetformer: parameter counts, any input size, weights files (window attention: nbs/04_unetformer)."
 import os
 import pickle
 import socket
@@ -10,8 +9,7 @@ import torch
 import torch.nn.functional as F
 
 from ssrs_nb.core import atomic_torch_save, image_to_tensor, imread
-from ssrs_nb.unetformer import (BACKBONES, GlobalLocalAttention, UNetFormer, WF, create_model, load_weights,
-                                relative_position_index, window_attention)
+from ssrs_nb.unetformer import BACKBONES, UNetFormer, create_model, load_weights
 
 RESNET18_TIMM = 11_689_512          # timm resnet18 with its 1000-class head (torchvision's published count)
 REFERENCE_PARAMS = 11.72e6          # UNetFormer, ResNet-18, 6 classes (GeoSeg / the paper's baseline)
@@ -23,110 +21,6 @@ slow = pytest.mark.skipif(not os.environ.get("SSRS_SLOW"), reason="slow: set SSR
 def model():
     torch.manual_seed(0)
     return create_model("resnet18", num_classes=6).eval()
-
-
-# ---------------------------------------------------------------- window attention
-def naive_rel_index(ws):
-    "Relative position index by explicit loops over token pairs."
-    toks = [(y, x) for y in range(ws) for x in range(ws)]
-    return torch.tensor([[(yi - yj + ws - 1) * (2 * ws - 1) + (xi - xj + ws - 1) for (yj, xj) in toks]
-                         for (yi, xi) in toks])
-
-
-@pytest.mark.parametrize("ws", [1, 2, 3, 8])
-def test_relative_position_index(ws):
-    assert torch.equal(relative_position_index(ws), naive_rel_index(ws))
-
-
-def test_relative_position_index_hand_worked():
-    # w = 2: tokens (0,0),(0,1),(1,0),(1,1); table 3x3 indexed (dy+1)*3 + (dx+1)
-    assert relative_position_index(2).tolist() == [[4, 3, 1, 0], [5, 4, 2, 1], [7, 6, 4, 3], [8, 7, 5, 4]]
-
-
-def naive_window_attention(qkv, heads, ws, bias, valid):
-    "Loop over images, windows and heads; padded tokens (outside `valid`) are dropped from the keys."
-    B, C3, H, W = qkv.shape
-    C = C3 // 3
-    d = C // heads
-    out = torch.zeros(B, C, H, W, dtype=torch.float64)
-    qkv = qkv.double()
-    bias = bias.double()
-    for b in range(B):
-        for y0 in range(0, H, ws):
-            for x0 in range(0, W, ws):
-                toks = [(y, x) for y in range(y0, y0 + ws) for x in range(x0, x0 + ws)]
-                keep = [j for j, (y, x) in enumerate(toks) if y < valid[0] and x < valid[1]]
-                for h in range(heads):
-                    cq = [h * d + i for i in range(d)]
-                    Q = torch.stack([qkv[b, cq, y, x] for y, x in toks])
-                    K = torch.stack([qkv[b, [C + c for c in cq], y, x] for y, x in toks])
-                    V = torch.stack([qkv[b, [2 * C + c for c in cq], y, x] for y, x in toks])
-                    A = Q @ K[keep].T / math.sqrt(d) + bias[h][:, keep]
-                    O = torch.softmax(A, -1) @ V[keep]
-                    for i, (y, x) in enumerate(toks):
-                        out[b, cq, y, x] = O[i]
-    return out.float()
-
-
-@pytest.mark.parametrize("H,W,valid", [(8, 12, (8, 12)), (8, 12, (5, 10)), (4, 4, (1, 1))])
-def test_window_attention_matches_naive(H, W, valid):
-    torch.manual_seed(0)
-    ws, heads, C = 4, 2, 8
-    bias = torch.randn(heads, ws * ws, ws * ws)
-    qkv = torch.randn(2, 3 * C, H, W)
-    got = window_attention(qkv, heads, ws, bias, valid=valid)
-    want = naive_window_attention(qkv, heads, ws, bias, valid)
-    torch.testing.assert_close(got[..., :valid[0], :valid[1]], want[..., :valid[0], :valid[1]], atol=1e-5, rtol=1e-5)
-
-
-def test_window_attention_ignores_padding_content():
-    torch.manual_seed(1)
-    bias = torch.randn(2, 16, 16)
-    qkv = torch.randn(1, 24, 8, 8)
-    a = window_attention(qkv, 2, 4, bias, valid=(6, 7))
-    qkv2 = qkv.clone()
-    qkv2[..., 6:, :] = 1e3
-    qkv2[..., :, 7:] = -5
-    b = window_attention(qkv2, 2, 4, bias, valid=(6, 7))
-    torch.testing.assert_close(a[..., :6, :7], b[..., :6, :7])
-
-
-def test_gla_shapes_and_reference_semantics():
-    torch.manual_seed(2)
-    m = GlobalLocalAttention(16, 4, window_size=8).eval()
-    for hw in [(1, 1), (2, 3), (7, 9), (16, 8), (13, 30)]:
-        assert m(torch.randn(2, 16, *hw)).shape == (2, 16, *hw)
-    # at a multiple of the window: the reference forward, written out with an explicit softmax and reflect pads
-    x = torch.randn(1, 16, 16, 16)
-    B, C, H, W = x.shape
-    ws, h, d = 8, 4, 4
-    qkv = m.qkv(x)
-    q, k, v = qkv[:, :C], qkv[:, C:2 * C], qkv[:, 2 * C:]
-    a = torch.zeros_like(x)
-    bias = m.relative_position_bias_table[naive_rel_index(ws).view(-1)].view(64, 64, h).permute(2, 0, 1)
-    for y0 in range(0, H, ws):
-        for x0 in range(0, W, ws):
-            for hh in range(h):
-                sl = slice(hh * d, (hh + 1) * d)
-                Q = q[0, sl, y0:y0 + ws, x0:x0 + ws].reshape(d, -1).T
-                K = k[0, sl, y0:y0 + ws, x0:x0 + ws].reshape(d, -1).T
-                V = v[0, sl, y0:y0 + ws, x0:x0 + ws].reshape(d, -1).T
-                O = torch.softmax(Q @ K.T * d ** -0.5 + bias[hh], -1) @ V
-                a[0, sl, y0:y0 + ws, x0:x0 + ws] = O.T.reshape(d, ws, ws)
-    out = m.attn_x(F.pad(a, (0, 0, 0, 1), mode="reflect")) + m.attn_y(F.pad(a, (0, 1, 0, 0), mode="reflect"))
-    out = out + m.local2(x) + m.local1(x)
-    want = m.proj(F.pad(out, (0, 1, 0, 1), mode="reflect"))[:, :, :H, :W]
-    torch.testing.assert_close(m(x), want, atol=1e-5, rtol=1e-5)
-
-
-def test_wf_weights():
-    wf = WF(8, 4).eval()
-    x, res = torch.randn(1, 4, 3, 5), torch.randn(1, 8, 6, 10)
-    with torch.no_grad():
-        wf.weights.copy_(torch.tensor([-2.0, 5.0]))         # ReLU -> (0, 5): only the upsampled decoder feature
-        up = F.interpolate(x, scale_factor=2, mode="bilinear", align_corners=False)
-        torch.testing.assert_close(wf(x, res), wf.post_conv(up), atol=1e-5, rtol=1e-5)
-    assert sum(p.numel() for p in WF(128, 64).parameters()) == 128 * 64 + 2 + 64 * 64 * 9 + 2 * 64
 
 
 # ---------------------------------------------------------------- the model
