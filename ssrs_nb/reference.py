@@ -8,7 +8,7 @@ __all__ = ['VAIHINGEN_COLOURS', 'official_sgo_sgb', 'random_disc_masks', 'decode
            'bf1_naive', 'boundary_loss_naive', 'boundary_loss_torch', 'cross_entropy_naive',
            'relative_position_index_naive', 'window_attention_naive', 'window_attention_per_window',
            'gla_official_forward', 'confusion_matrix_naive', 'window_starts_naive', 'sliding_window_naive', 'tiny_net',
-           'ConstantModel']
+           'ConstantModel', 'small_net', 'NaNAt', 'grid_sgo_sgb_maps']
 
 # %% ../nbs/98_reference.ipynb #2d02525e
 import math
@@ -272,3 +272,26 @@ class ConstantModel(nn.Module):
         out = torch.zeros(x.shape[0], self.C, *x.shape[2:], device=x.device) + self.w
         out[:, self.k] = 5.0
         return out
+
+# %% ../nbs/98_reference.ipynb #99b49dc9
+def small_net(C):
+    "A two-layer conv net (3 → 16 → C channels, 3×3), no batch norm and no dropout: DDP on the CPU equals one process."
+    return nn.Sequential(nn.Conv2d(3, 16, 3, padding=1), nn.ReLU(), nn.Conv2d(16, C, 3, padding=1))
+
+class NaNAt(nn.Module):
+    "`small_net(C)` whose output becomes NaN from its `at`-th training forward on (eval forwards stay finite)."
+    def __init__(self, C, at=4): super().__init__(); self.net, self.n, self.at = small_net(C), 0, at
+    def forward(self, x):
+        self.n += self.training
+        return self.net(x) * (float("nan") if self.training and self.n >= self.at else 1.0)
+
+def grid_sgo_sgb_maps(image_paths, out_dir, cell=16):
+    "Write `<stem>_sgo.png` / `<stem>_sgb.png` for each image: a grid of cell×cell objects, the grid lines as boundaries."
+    from ssrs_nb.core import imread
+    for p in image_paths:
+        h, w = imread(p).shape[:2]
+        yy, xx = np.mgrid[:h, :w]
+        sgo = (yy // cell * ((w + cell - 1) // cell) + xx // cell + 1).astype(np.uint16)
+        sgb = (((yy % cell) == 0) | ((xx % cell) == 0)).astype(np.uint8) * 255
+        imwrite_png(Path(out_dir) / f"{Path(p).stem}_sgo.png", sgo)
+        imwrite_png(Path(out_dir) / f"{Path(p).stem}_sgb.png", sgb)

@@ -9,7 +9,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from ssrs_nb.core import imread, imwrite_png, atomic_write_bytes
-from ssrs_nb.data import Tile, WindowDataset, iter_test_tiles, list_tiles, load_tile, read_image, read_label, renumber_sgo
+from ssrs_nb.data import Tile, WindowDataset, iter_test_tiles, list_tiles, load_tile, read_image, read_label
 from ssrs_nb.reference import VAIHINGEN_COLOURS as VAI_COLOURS, decode_vaihingen_naive as naive_vaihingen
 from ssrs_nb.reference import gt_sgo_sgb_maps as gt_maps, renumber_sgo_naive as naive_renumber
 from ssrs_nb.synthetic import make_synthetic_loveda, make_synthetic_vaihingen
@@ -204,15 +204,6 @@ def test_synthetic_loveda(tmp_path):
 
 
 # ---------------------------------------------------------------- sampler
-def test_renumber_sgo_against_naive():
-    rng = np.random.default_rng(0)
-    for hi in (1, 5, 300, 60000):
-        s = rng.integers(0, hi + 1, (17, 23)).astype(np.uint16)
-        np.testing.assert_array_equal(renumber_sgo(s), naive_renumber(s))
-    np.testing.assert_array_equal(renumber_sgo(np.array([[9, 9], [40, 2]], np.uint16)), [[2, 2], [3, 1]])
-    np.testing.assert_array_equal(renumber_sgo(np.zeros((2, 2), np.uint16)), np.zeros((2, 2)))
-
-
 def test_window_items(vai_maps):
     tiles, sgo_dir = vai_maps
     ds = WindowDataset(tiles, sgo_dir=sgo_dir, window=64, length=37, augment=False, seed=1, progress=False)

@@ -8,10 +8,10 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from torch import nn
 
-from ssrs_nb.core import imwrite_png, imread, load_checkpoint
+from ssrs_nb.core import load_checkpoint
 from ssrs_nb.losses import ABLATIONS
+from ssrs_nb.reference import NaNAt, grid_sgo_sgb_maps as write_grid_maps, small_net
 from ssrs_nb.training import TrainConfig, build_loss, compute_loss, rank_batches, train
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -20,26 +20,10 @@ ENV = {**os.environ, "PYTHONPATH": f"{ROOT}{os.pathsep}{os.environ.get('PYTHONPA
 
 SCRIPT = '''
 import json, sys
-from torch import nn
 from ssrs_nb.training import TrainConfig, train
-def small_net(C):   # no batch norm, no dropout: DDP on the CPU equals one process exactly
-    return nn.Sequential(nn.Conv2d(3, 16, 3, padding=1), nn.ReLU(), nn.Conv2d(16, C, 3, padding=1))
+from ssrs_nb.reference import small_net   # no batch norm, no dropout: DDP on the CPU equals one process exactly
 train(TrainConfig.from_dict(json.loads(sys.argv[1])), model_fn=small_net if sys.argv[2] == "small" else None)
 '''
-
-
-def small_net(C): return nn.Sequential(nn.Conv2d(3, 16, 3, padding=1), nn.ReLU(), nn.Conv2d(16, C, 3, padding=1))
-
-
-def write_grid_maps(image_paths, out_dir, cell=16):
-    "SGO = a grid of cell×cell objects, SGB = the grid lines (every window holds objects and boundaries)."
-    for p in image_paths:
-        h, w = imread(p).shape[:2]
-        yy, xx = np.mgrid[:h, :w]
-        sgo = (yy // cell * ((w + cell - 1) // cell) + xx // cell + 1).astype(np.uint16)
-        sgb = (((yy % cell) == 0) | ((xx % cell) == 0)).astype(np.uint8) * 255
-        imwrite_png(Path(out_dir) / f"{Path(p).stem}_sgo.png", sgo)
-        imwrite_png(Path(out_dir) / f"{Path(p).stem}_sgb.png", sgb)
 
 
 @pytest.fixture(scope="module")
@@ -131,14 +115,6 @@ def test_rank_batches_cover_the_global_batch():
     one = rank_batches(2, 5, 6)
     two = [a + b for a, b in zip(rank_batches(2, 5, 6, 0, 2), rank_batches(2, 5, 6, 1, 2))]
     assert one == two == [list(range(12, 18)), list(range(18, 24)), list(range(24, 30))]
-
-
-class NaNAt(nn.Module):
-    "Small net whose output becomes NaN from its `at`-th training forward on."
-    def __init__(self, C, at=4): super().__init__(); self.net, self.n, self.at = small_net(C), 0, at
-    def forward(self, x):
-        self.n += self.training
-        return self.net(x) * (float("nan") if self.training and self.n >= self.at else 1.0)
 
 
 def test_nan_stops_with_iteration_parts_and_last_good_checkpoint(data, tmp_path):
