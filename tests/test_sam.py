@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from ssrs_nb.core import imread, imwrite_png
-from ssrs_nb.sam import SuperpixelGenerator, generate_dataset, generate_sgo_sgb, masks_to_sgo_sgb, read_sgo_sgb, sgo_sgb_paths
+from ssrs_nb.sam import SuperpixelGenerator, generate_dataset, read_sgo_sgb, sgo_sgb_paths
 from ssrs_nb.reference import official_sgo_sgb as naive
 
 
@@ -52,36 +52,3 @@ def test_generate_dataset_resume_atomic_manifest(tmp_path):
 def cv2_depth(path):
     import cv2
     return {np.dtype(np.uint8): 8, np.dtype(np.uint16): 16}[cv2.imread(str(path), cv2.IMREAD_UNCHANGED).dtype]
-
-
-def test_generate_dataset_shards_and_errors(tmp_path):
-    ims = make_images(tmp_path, n=5); spg = SuperpixelGenerator(scale=50)
-    got = [set(generate_dataset(list(reversed(ims)) if s else ims, tmp_path / "sh", spg, crop=None, shard=s,
-                                num_shards=3, progress=False)["images"]) for s in range(3)]
-    assert sum(map(len, got)) == 5 and set.union(*got) == {f"tile{k}" for k in range(5)}
-    assert "tile1" in got[1] and len(list((tmp_path / "sh").glob("manifest_*-of-3.json"))) == 3   # stems sorted
-    with pytest.raises(ValueError, match="other settings"):
-        generate_dataset(ims, tmp_path / "sh", SuperpixelGenerator(scale=51), crop=None, progress=False)
-    imwrite_png(tmp_path / "sh" / "tile1_sgb.png", np.zeros((3, 3), np.uint8))
-    with pytest.raises(ValueError, match="tile1_sgb.png"):
-        generate_dataset(ims, tmp_path / "sh", spg, crop=None, shard=1, num_shards=3, progress=False)
-    bad = tmp_path / "img" / "broken.png"; bad.write_bytes(b"\x89PNG junk")
-    with pytest.raises(ValueError, match="broken.png"): generate_dataset([bad], tmp_path / "b", spg, progress=False)
-    rgba = tmp_path / "img" / "gray.png"; imwrite_png(rgba, np.zeros((8, 8), np.uint8))
-    with pytest.raises(ValueError, match="gray.png.*3-channel"): generate_dataset([rgba], tmp_path / "g", spg, progress=False)
-    with pytest.raises(ValueError, match="share the stem"):
-        generate_dataset([ims[0], tmp_path / "other" / "tile0.png"], tmp_path / "d", spg, progress=False)
-    with pytest.raises(FileNotFoundError, match="tile1_sgo.png"): read_sgo_sgb(tmp_path / "nowhere", "tile1")
-
-
-# ---------------------------------------------------------------- real pixels
-def test_superpixels_on_real_crops(realdata):
-    vai = imread(realdata / "vaihingen/top/top_mosaic_09cm_area1.tif")
-    assert vai.shape == (512, 512, 3) and vai.dtype == np.uint8
-    sgo, sgb = generate_sgo_sgb(vai, SuperpixelGenerator(), crop=256, overlap=64)
-    raw, _ = generate_sgo_sgb(vai, SuperpixelGenerator(), crop=256, overlap=64, merge_seams=False)
-    assert sgo.shape == (512, 512) and 50 < sgo.max() < raw.max() <= 9 * 50   # seams merged some objects
-    assert (sgo[sgb > 0] == 0).all() and 0.05 < (sgb > 0).mean() < 0.6
-    lov = imread(realdata / "loveda/Train/Rural/images_png/0.png")[:384, :384]
-    sgo, sgb = masks_to_sgo_sgb(SuperpixelGenerator().generate(lov))
-    assert sgo.max() == 50 and (sgb > 0).any()
