@@ -7,7 +7,7 @@ autocast; the model with the naive attention swapped in for comparison).
 
 `main()` returns the rows (name, naive/baseline seconds, ours seconds).
 """
-import contextlib, time
+import contextlib, sys, time
 
 import torch
 import torch.nn.functional as F

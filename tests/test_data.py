@@ -1,24 +1,16 @@
-"Tests of ssrs_nb.data: readers, official layouts, generated data, the window sampler and the test iterator."
+"Tests of ssrs_nb.data / ssrs_nb.synthetic: generated data, and the window sampler in DataLoader worker processes (the rest: nbs/02_data)."
 import time
-from pathlib import Path
 
-import cv2
 import numpy as np
 import pytest
 import torch
 from torch.utils.data import DataLoader
 
-from ssrs_nb.core import imread, imwrite_png, atomic_write_bytes
-from ssrs_nb.data import Tile, WindowDataset, iter_test_tiles, list_tiles, load_tile, read_image, read_label
+from ssrs_nb.core import imread
+from ssrs_nb.data import WindowDataset, list_tiles, load_tile, read_image
 from ssrs_nb.reference import VAIHINGEN_COLOURS as VAI_COLOURS, decode_vaihingen_naive as naive_vaihingen
-from ssrs_nb.reference import gt_sgo_sgb_maps as gt_maps, renumber_sgo_naive as naive_renumber
+from ssrs_nb.reference import gt_sgo_sgb_maps as gt_maps
 from ssrs_nb.synthetic import make_synthetic_loveda, make_synthetic_vaihingen
-
-
-def write_tif(path, rgb):
-    "Independent TIFF writer for hand-made files (RGB in, BGR on disk as OpenCV expects)."
-    path = Path(path); path.parent.mkdir(parents=True, exist_ok=True)
-    assert cv2.imwrite(str(path), np.ascontiguousarray(np.asarray(rgb, np.uint8)[..., ::-1]))
 
 
 @pytest.fixture(scope="module")
@@ -35,101 +27,6 @@ def vai_maps(vai, tmp_path_factory):
     out = tmp_path_factory.mktemp("sgo")
     gt_maps(tiles, out)
     return tiles, out
-
-
-# ---------------------------------------------------------------- readers
-def test_vaihingen_colour_table(tmp_path):
-    rng = np.random.default_rng(0)
-    cols = np.array(list(VAI_COLOURS), np.uint8)
-    rgb = cols[rng.integers(0, len(cols), (9, 11))]
-    write_tif(tmp_path / "l.tif", rgb)
-    lab = read_label(tmp_path / "l.tif", "vaihingen")
-    assert lab.dtype == np.uint8 and lab.shape == (9, 11)
-    np.testing.assert_array_equal(lab, naive_vaihingen(rgb))
-
-
-def test_vaihingen_unknown_colour_is_an_error(tmp_path):
-    rgb = np.full((4, 4, 3), 255, np.uint8); rgb[0, :3] = (255, 0, 255); rgb[3, 3] = (1, 2, 3)
-    write_tif(tmp_path / "odd.tif", rgb)
-    with pytest.raises(ValueError) as e: read_label(tmp_path / "odd.tif", "vaihingen")
-    msg = str(e.value)
-    assert "odd.tif" in msg and "(255, 0, 255) on 3 px" in msg and "(1, 2, 3) on 1 px" in msg
-    write_tif(tmp_path / "gray.tif", np.zeros((4, 4, 3), np.uint8))
-    cv2.imwrite(str(tmp_path / "g1.png"), np.zeros((4, 4), np.uint8))
-    with pytest.raises(ValueError, match="expected an H×W×3 RGB"): read_label(tmp_path / "g1.png", "vaihingen")
-
-
-def test_loveda_mask(tmp_path):
-    raw = np.arange(8, dtype=np.uint8).reshape(2, 4)
-    cv2.imwrite(str(tmp_path / "m.png"), raw)
-    np.testing.assert_array_equal(read_label(tmp_path / "m.png", "loveda"), [[255, 0, 1, 2], [3, 4, 5, 6]])
-    cv2.imwrite(str(tmp_path / "bad.png"), np.array([[8, 8, 200]], np.uint8))
-    with pytest.raises(ValueError, match=r"bad.png: LoveDA mask values \{8: 2, 200: 1\}"):
-        read_label(tmp_path / "bad.png", "loveda")
-    cv2.imwrite(str(tmp_path / "m16.png"), np.ones((3, 3), np.uint16))
-    with pytest.raises(ValueError, match="m16.png: LoveDA mask has dtype uint16"): read_label(tmp_path / "m16.png", "loveda")
-    cv2.imwrite(str(tmp_path / "rgb.png"), np.zeros((3, 3, 3), np.uint8))
-    with pytest.raises(ValueError, match="single-channel"): read_label(tmp_path / "rgb.png", "loveda")
-    with pytest.raises(ValueError, match="choose one of"): read_label(tmp_path / "m.png", "potsdam")
-
-
-def test_read_image_checks(tmp_path):
-    cv2.imwrite(str(tmp_path / "g.png"), np.zeros((5, 6), np.uint8))
-    with pytest.raises(ValueError, match=r"g.png: image has 1 channel\(s\)"): read_image(tmp_path / "g.png")
-    cv2.imwrite(str(tmp_path / "d.png"), np.zeros((5, 6, 3), np.uint16))
-    with pytest.raises(ValueError, match="d.png: image has dtype uint16"): read_image(tmp_path / "d.png")
-    rgb = np.random.default_rng(1).integers(0, 256, (5, 6, 3)).astype(np.uint8)
-    write_tif(tmp_path / "c.tif", rgb)
-    np.testing.assert_array_equal(read_image(tmp_path / "c.tif"), rgb)   # channel order kept (NIR-R-G stays)
-    with pytest.raises(FileNotFoundError, match="nope.tif"): read_image(tmp_path / "nope.tif")
-
-
-# ---------------------------------------------------------------- layouts
-def test_vaihingen_layout(tmp_path):
-    with pytest.raises(FileNotFoundError) as e: list_tiles("vaihingen", tmp_path / "absent", "train")
-    assert "absent" in str(e.value) and "top/top_mosaic_09cm_area{N}.tif" in str(e.value)
-    white = np.full((6, 7, 3), 255, np.uint8)
-    write_tif(tmp_path / "top/top_mosaic_09cm_area1.tif", white)
-    write_tif(tmp_path / "top/top_mosaic_09cm_area3.tif", white)
-    write_tif(tmp_path / "top/top_mosaic_09cm_area5.tif", white)
-    write_tif(tmp_path / "gts_for_participants/top_mosaic_09cm_area1.tif", white)      # zip layout 1
-    write_tif(tmp_path / "top_mosaic_09cm_area3.tif", white)                          # zip layout 2 (root)
-    write_tif(tmp_path / "gts_eroded_for_participants/top_mosaic_09cm_area5_noBoundary.tif", white[:5])
-    write_tif(tmp_path / "top_mosaic_09cm_area5.tif", white)
-    tr = list_tiles("vaihingen", tmp_path, "train", ids=[1, 3])
-    assert [t.label_path for t in tr] == [tmp_path / "gts_for_participants/top_mosaic_09cm_area1.tif",
-                                          tmp_path / "top_mosaic_09cm_area3.tif"]
-    assert tr[0] == Tile("vaihingen", 1, tmp_path / "top/top_mosaic_09cm_area1.tif", tr[0].label_path)
-    assert tr[0].stem == "top_mosaic_09cm_area1"
-    te = list_tiles("vaihingen", tmp_path, "test", ids=[5])                          # eroded by default
-    assert te[0].label_path.name == "top_mosaic_09cm_area5_noBoundary.tif"
-    assert list_tiles("vaihingen", tmp_path, "test", ids=[5], eroded=False)[0].label_path.name == "top_mosaic_09cm_area5.tif"
-    assert list_tiles("vaihingen", tmp_path, "train", ids=[5], eroded=True)[0].label_path.name.endswith("_noBoundary.tif")
-    with pytest.raises(ValueError, match=r"label is 5×7 but its image .*area5.tif is 6×7"): load_tile(te[0])
-    with pytest.raises(FileNotFoundError) as e: list_tiles("vaihingen", tmp_path, "train")   # the paper's 12 ids
-    msg = str(e.value)
-    assert "top_mosaic_09cm_area23.tif" in msg and "Expected layout" in msg and "area1.tif" not in msg.split("missing")[1][:200]
-    with pytest.raises(ValueError, match="split='val'"): list_tiles("vaihingen", tmp_path, "val")
-
-
-def test_loveda_layout(tmp_path):
-    with pytest.raises(FileNotFoundError, match=r"Train/Urban/images_png/\{id\}.png"):
-        list_tiles("loveda", tmp_path / "none", "train")
-    img = np.zeros((8, 8, 3), np.uint8); m = np.ones((8, 8), np.uint8)
-    for part, i in (("Train", 1366), ("Val", 3514)):
-        imwrite_png(tmp_path / part / "Urban/images_png" / f"{i}.png", img)
-        imwrite_png(tmp_path / part / "Urban/masks_png" / f"{i}.png", m)
-    (t,) = list_tiles("loveda", tmp_path, "train", ids=[1366])
-    assert t.label_path == tmp_path / "Train/Urban/masks_png/1366.png" and t.stem == "1366"
-    (t,) = list_tiles("loveda", tmp_path, "test", ids=[3514])
-    assert t.image_path == tmp_path / "Val/Urban/images_png/3514.png"
-    with pytest.raises(FileNotFoundError, match=r"Val/Urban/images_png/3515.png"):
-        list_tiles("loveda", tmp_path, "test", ids=[3514, 3515])
-    (tmp_path / "Val/Urban/masks_png/3514.png").unlink()
-    with pytest.raises(FileNotFoundError, match=r"Val/Urban/masks_png/3514.png"):
-        list_tiles("loveda", tmp_path, "test", ids=[3514])
-    with pytest.raises(ValueError, match="no eroded ground truth"): list_tiles("loveda", tmp_path, "test", eroded=True)
-    with pytest.raises(FileNotFoundError, match="Rural"): list_tiles("loveda", tmp_path, "train", ids=[1366], scene="Rural")
 
 
 # ---------------------------------------------------------------- generated data
@@ -204,50 +101,6 @@ def test_synthetic_loveda(tmp_path):
 
 
 # ---------------------------------------------------------------- sampler
-def test_window_items(vai_maps):
-    tiles, sgo_dir = vai_maps
-    ds = WindowDataset(tiles, sgo_dir=sgo_dir, window=64, length=37, augment=False, seed=1, progress=False)
-    assert len(ds) == 37
-    for i in (0, 5, 36, -1):
-        s = ds[i]; p = ds.params(i % 37)
-        assert s["image"].shape == (3, 64, 64) and s["image"].dtype == torch.float32
-        assert s["label"].dtype == torch.int64 and s["sgo"].dtype == torch.int64 and s["sgb"].dtype == torch.uint8
-        t = tiles[p["tile"]]; y, x = p["y"], p["x"]
-        img = imread(t.image_path)[y:y + 64, x:x + 64]; lab = naive_vaihingen(imread(t.label_path)[y:y + 64, x:x + 64])
-        sgo = imread(sgo_dir / f"{t.stem}_sgo.png")[y:y + 64, x:x + 64]
-        np.testing.assert_allclose(s["image"].numpy(), img.transpose(2, 0, 1) / 255.0, atol=1e-6)
-        np.testing.assert_array_equal(s["label"].numpy(), lab)
-        np.testing.assert_array_equal(s["sgo"].numpy(), naive_renumber(sgo))
-        np.testing.assert_array_equal(s["sgb"].numpy(), imread(sgo_dir / f"{t.stem}_sgb.png")[y:y + 64, x:x + 64])
-    with pytest.raises(IndexError): ds[37]
-    # without sgo_dir: image and label only
-    assert set(WindowDataset(tiles, window=32, length=2, progress=False)[0]) == {"image", "label"}
-
-
-def test_window_alignment_marker(vai_maps):
-    tiles, sgo_dir = vai_maps
-    ds = WindowDataset(tiles[:1], sgo_dir=sgo_dir, window=48, length=160, seed=2, progress=False)
-    H, W = ds.labels[0].shape
-    ds.images[0][:] = 0; ds.labels[0][:] = 0; ds.sgos[0][:] = 3; ds.sgbs[0][:] = 0
-    ds.sgos[0][:, :W // 2] = 1                                         # two background objects ordered left→right
-    ys, xs = slice(80, 86), slice(90, 93)                                # a 6×3 marker: not symmetric
-    ds.images[0][ys, xs] = (255, 0, 0); ds.labels[0][ys, xs] = 4; ds.sgos[0][ys, xs] = 7; ds.sgbs[0][ys, xs] = 255
-    combos = set()
-    for i in range(len(ds)):
-        p, s = ds.params(i), ds[i]
-        ref = np.zeros((H, W), bool); ref[ys, xs] = True
-        ref = ref[p["y"]:p["y"] + 48, p["x"]:p["x"] + 48]
-        ref = np.rot90(ref, p["k"])
-        if p["flip"]: ref = np.flipud(ref)
-        if p["mirror"]: ref = np.fliplr(ref)
-        np.testing.assert_array_equal(s["image"][0].numpy() == 1.0, ref)
-        np.testing.assert_array_equal(s["label"].numpy() == 4, ref)
-        np.testing.assert_array_equal(s["sgb"].numpy() == 255, ref)
-        sgo = s["sgo"].numpy()
-        if ref.any(): np.testing.assert_array_equal(sgo == sgo.max(), ref)   # id 7 is the largest id → n
-        assert sgo.min() >= 1 and len(np.unique(sgo)) == sgo.max()
-        combos.add((p["k"], p["flip"], p["mirror"]))
-    assert len(combos) == 16
 
 
 def test_window_determinism_and_workers(vai_maps):
@@ -269,52 +122,3 @@ def test_window_determinism_and_workers(vai_maps):
     assert torch.equal(torch.stack(list(next(iter(DataLoader(c, batch_size=6, sampler=range(12, 18))))["label"])),
                        torch.stack(e3[12:18]))
     assert WindowDataset(tiles, window=32, length=4, seed=5, progress=False)[0]["label"].shape == (32, 32)
-
-
-def test_window_errors(vai_maps, tmp_path):
-    tiles, sgo_dir = vai_maps
-    with pytest.raises(FileNotFoundError) as e: WindowDataset(tiles, sgo_dir=tmp_path, progress=False)
-    assert str(tmp_path / f"{tiles[0].stem}_sgo.png") in str(e.value) and "_sgb.png" in str(e.value)
-    for t in tiles:
-        imwrite_png(tmp_path / f"{t.stem}_sgo.png", np.zeros((10, 10), np.uint16))
-        imwrite_png(tmp_path / f"{t.stem}_sgb.png", np.zeros((10, 10), np.uint8))
-    with pytest.raises(ValueError, match=r"_sgo.png: SGO map has shape \(10, 10\), expected \(192, 192\)"):
-        WindowDataset(tiles, sgo_dir=tmp_path, window=64, progress=False)
-    with pytest.raises(ValueError, match="smaller than window=256"): WindowDataset(tiles, window=256, progress=False)
-    with pytest.raises(ValueError, match="tiles=\\[\\]"): WindowDataset([], progress=False)
-
-
-def test_iter_test_tiles(vai):
-    root, ids = vai
-    tiles = list_tiles("vaihingen", root, "test", ids=ids["test"])
-    out = list(iter_test_tiles(tiles))
-    assert len(out) == 1
-    img, lab, t = out[0]
-    assert t is tiles[0] and img.shape == (192, 192, 3) and lab.dtype == np.uint8
-    np.testing.assert_array_equal(lab, naive_vaihingen(imread(root / "gts_eroded_for_participants/top_mosaic_09cm_area5_noBoundary.tif")))
-
-
-# ---------------------------------------------------------------- real data
-def test_real_vaihingen(realdata):
-    root = realdata / "vaihingen"
-    (t,) = list_tiles("vaihingen", root, "test", ids=[1])                # eroded label only in the sample
-    img, lab = load_tile(t)
-    assert img.shape == (512, 512, 3) and img.dtype == np.uint8
-    rgb = imread(t.label_path)
-    ref = np.full(lab.shape, 99, np.uint8)
-    for c, k in VAI_COLOURS.items(): ref[(rgb == c).all(-1)] = k          # per-colour masks, as a reference
-    np.testing.assert_array_equal(lab, ref)
-    assert (lab == 1).mean() > 0.1 and (lab == 255).any()
-    with pytest.raises(FileNotFoundError, match="gts_for_participants"): list_tiles("vaihingen", root, "train", ids=[1])
-
-
-def test_real_loveda(realdata):
-    root = realdata / "loveda"
-    tiles = list_tiles("loveda", root, "train", ids=[0, 1, 2], scene="Rural")
-    for img, lab, t in iter_test_tiles(tiles):
-        raw = imread(t.label_path)
-        assert img.shape == (1024, 1024, 3) and lab.shape == (1024, 1024)
-        np.testing.assert_array_equal(lab, np.where(raw == 0, 255, raw.astype(int) - 1))
-    with pytest.raises(FileNotFoundError, match="Train/Urban"): list_tiles("loveda", root, "train", ids=[0])
-    ds = WindowDataset(tiles, window=256, length=8, seed=0, progress=False)
-    assert ds[3]["image"].shape == (3, 256, 256)
