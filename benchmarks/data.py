@@ -4,7 +4,8 @@ step it feeds (batch 10, 256×256; goal: the sampler ≥ 5× faster than the ste
 
     python benchmarks/data.py            # prints a table; `main()` returns the rows
 """
-import tempfile, time
+import tempfile
+import time
 from pathlib import Path
 
 import numpy as np
@@ -12,7 +13,8 @@ import torch
 
 from ssrs_nb.core import imread
 from ssrs_nb.data import WindowDataset, _decode_vaihingen, list_tiles, renumber_sgo
-from ssrs_nb.reference import decode_vaihingen_official as naive_decode, gt_sgo_sgb_maps as write_maps
+from ssrs_nb.reference import decode_vaihingen_official as naive_decode
+from ssrs_nb.reference import gt_sgo_sgb_maps as write_maps
 from ssrs_nb.reference import renumber_sgo_naive as naive_renumber
 from ssrs_nb.synthetic import make_synthetic_vaihingen
 
@@ -36,8 +38,10 @@ def sampler_rate(ds, n):
 
 def unetformer_step_rate(batch=10, size=256, steps=3):
     "Samples/s consumed by one UNetFormer-R18 SGD training step (forward main+aux, CE, backward, step), or None."
-    try: from ssrs_nb.unetformer import create_model
-    except ImportError: return None
+    try:
+        from ssrs_nb.unetformer import create_model
+    except ImportError:
+        return None
     torch.manual_seed(0)
     model = create_model("resnet18", num_classes=6).train()
     opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9, weight_decay=5e-4)

@@ -4,7 +4,8 @@ per forward, slices added one by one, as the official code does).
 
     python benchmarks/inference.py [--backbone resnet18] [--size 384] [--window 256] [--stride 32] [--batch-size 8]
 """
-import argparse, time
+import argparse
+import time
 
 import numpy as np
 import torch

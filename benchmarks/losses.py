@@ -4,12 +4,13 @@
     python benchmarks/losses.py            # B=10, C=6, 256x256 (the paper's batch)
     python benchmarks/losses.py --quick    # a small smoke run
 """
-import argparse, time
+import argparse
+import time
 
 import torch
 
-from ssrs_nb.losses import object_loss, boundary_loss, total_loss
-from ssrs_nb.reference import object_loss_official as object_loss_loop   # the official code's per-id loop
+from ssrs_nb.losses import boundary_loss, object_loss, total_loss
+from ssrs_nb.reference import object_loss_official as object_loss_loop  # the official code's per-id loop
 
 
 def _time(fn, repeat):
@@ -37,8 +38,8 @@ def main(B=10, C=6, size=256, repeat=3, objects=(50, 256), model_steps=2):
         sgo = torch.randint(1, K + 1, (B, size, size))
         a = object_loss(pred, sgo, K).item(); b = object_loss_loop(pred, sgo, K).item()
         assert abs(a - b) <= 1e-4 * abs(b), (a, b)
-        tv = _time(_fwd_bwd(lambda x: object_loss(x, sgo, K), pred), repeat)
-        tn = _time(_fwd_bwd(lambda x: object_loss_loop(x, sgo, K), pred), max(1, repeat // 2))
+        tv = _time(_fwd_bwd(lambda x, sgo=sgo, K=K: object_loss(x, sgo, K), pred), repeat)
+        tn = _time(_fwd_bwd(lambda x, sgo=sgo, K=K: object_loss_loop(x, sgo, K), pred), max(1, repeat // 2))
         rows.append((f"object_loss fwd+bwd, {K} objects", tv, tn))
     print(f"{'case':40s} {'vectorised ms':>14s} {'naive loop ms':>14s} {'ratio':>8s}")
     for name, tv, tn in rows: print(f"{name:40s} {tv * 1e3:14.1f} {tn * 1e3:14.1f} {tn / tv:7.1f}x")

@@ -3,13 +3,15 @@ writing maps, of a tiny-SAM generation and of a re-run over a finished folder.
 
     python benchmarks/sam.py            # prints a table; `main()` returns the rows
 """
-import tempfile, time
+import tempfile
+import time
 from pathlib import Path
 
 import numpy as np
 
 from ssrs_nb.core import imwrite_png
-from ssrs_nb.reference import official_sgo_sgb as naive_sgo_sgb, random_disc_masks  # the oracle the tests use
+from ssrs_nb.reference import official_sgo_sgb as naive_sgo_sgb  # the oracle the tests use
+from ssrs_nb.reference import random_disc_masks
 from ssrs_nb.sam import build_tiny_sam, generate_dataset, mask_generator_from_model, masks_to_sgo_sgb
 
 
@@ -29,8 +31,8 @@ def main(repeat: int = 3):
     rows = []
     for n, H, W in [(100, 1024, 1024), (1000, 512, 512), (3000, 256, 256)]:
         ms = random_masks(n, H, W)
-        t_vec, got = best(lambda: masks_to_sgo_sgb(ms), repeat)
-        t_naive, exp = best(lambda: naive_sgo_sgb(ms), 1)
+        t_vec, got = best(lambda ms=ms: masks_to_sgo_sgb(ms), repeat)
+        t_naive, exp = best(lambda ms=ms: naive_sgo_sgb(ms), 1)
         assert np.array_equal(got[0], exp[0]) and np.array_equal(got[1], exp[1]), "vectorised != naive"
         rows.append((f"masks_to_sgo_sgb {n} masks {H}x{W}", t_naive, t_vec))
         del ms

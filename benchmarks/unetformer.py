@@ -7,7 +7,9 @@ autocast; the model with the naive attention swapped in for comparison).
 
 `main()` returns the rows (name, naive/baseline seconds, ours seconds).
 """
-import contextlib, sys, time
+import contextlib
+import sys
+import time
 
 import torch
 import torch.nn.functional as F
@@ -73,13 +75,13 @@ def model_rows(backbone, dev, amp_dtype, batch=10, size=256, repeat=3):
     short = str(amp_dtype).split('.')[-1]
     rows = []
     for name, f in [("forward", fwd), ("forward+backward", fwd_bwd)]:
-        def naive():
+        def naive(f=f):
             with naive_attention(): f(m, x)
-        ta, tb = pair(naive, lambda: f(m, x), dev, max(1, repeat - 1))
+        ta, tb = pair(naive, lambda f=f: f(m, x), dev, max(1, repeat - 1))
         rows.append((f"{tag} {name}: naive window loop vs ours (fp32)", ta, tb))
-        ta, tb = pair(lambda: f(m, x), lambda: f(mcl, xcl), dev, repeat)
+        ta, tb = pair(lambda f=f: f(m, x), lambda f=f: f(mcl, xcl), dev, repeat)
         rows.append((f"{tag} {name}: fp32 vs fp32 channels-last", ta, tb))
-        ta, tb = pair(lambda: f(m, x), lambda: f(mcl, xcl, amp_dtype), dev, repeat)
+        ta, tb = pair(lambda f=f: f(m, x), lambda f=f: f(mcl, xcl, amp_dtype), dev, repeat)
         rows.append((f"{tag} {name}: fp32 vs channels-last + {short} autocast", ta, tb))
     return rows
 
@@ -98,8 +100,8 @@ def main(repeat: int = 5, swin: bool = False):
         want = naive_window_attention(qkv, 8, 8, bias, valid)
         vh, vw = valid or (H, W)
         assert torch.allclose(got[..., :vh, :vw], want[..., :vh, :vw], atol=1e-4), "vectorised != naive"
-        t_naive, t_vec = pair(lambda: naive_window_attention(qkv, 8, 8, bias, valid),
-                              lambda: U.window_attention(qkv, 8, 8, bias, valid), dev, repeat)
+        t_naive, t_vec = pair(lambda q=qkv, b=bias, v=valid: naive_window_attention(q, 8, 8, b, v),
+                              lambda q=qkv, b=bias, v=valid: U.window_attention(q, 8, 8, b, v), dev, repeat)
         rows.append((f"window_attention B={B} {H}x{W} valid={valid or 'all'}", t_naive, t_vec))
     rows += model_rows("resnet18", dev, amp, repeat=repeat)
     if swin: rows += model_rows("swin", dev, amp, repeat=max(1, repeat - 1))

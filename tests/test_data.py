@@ -8,7 +8,8 @@ from torch.utils.data import DataLoader
 
 from ssrs_nb.core import imread
 from ssrs_nb.data import WindowDataset, list_tiles, load_tile, read_image
-from ssrs_nb.reference import VAIHINGEN_COLOURS as VAI_COLOURS, decode_vaihingen_naive as naive_vaihingen
+from ssrs_nb.reference import VAIHINGEN_COLOURS as VAI_COLOURS
+from ssrs_nb.reference import decode_vaihingen_naive as naive_vaihingen
 from ssrs_nb.reference import gt_sgo_sgb_maps as gt_maps
 from ssrs_nb.synthetic import make_synthetic_loveda, make_synthetic_vaihingen
 

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 
 from ssrs_nb.core import imread, imwrite_png
-from ssrs_nb.sam import SuperpixelGenerator, generate_dataset, read_sgo_sgb, sgo_sgb_paths
 from ssrs_nb.reference import official_sgo_sgb as naive
+from ssrs_nb.sam import SuperpixelGenerator, generate_dataset, read_sgo_sgb, sgo_sgb_paths
 
 
 # ---------------------------------------------------------------- datasets

@@ -1,6 +1,11 @@
 """Training: kill-and-resume with a real process, DDP (gloo, 2 CPU processes) vs 1 process, NaN stop, ablation switches,
 model selection, and the papermill entry notebook with every parameter overridden."""
-import json, os, signal, subprocess, sys, time
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
 from dataclasses import replace
 from pathlib import Path
 
@@ -11,7 +16,8 @@ import torch.nn.functional as F
 
 from ssrs_nb.core import load_checkpoint
 from ssrs_nb.losses import ABLATIONS
-from ssrs_nb.reference import NaNAt, grid_sgo_sgb_maps as write_grid_maps, small_net
+from ssrs_nb.reference import NaNAt, small_net
+from ssrs_nb.reference import grid_sgo_sgb_maps as write_grid_maps
 from ssrs_nb.training import TrainConfig, build_loss, compute_loss, rank_batches, train
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -134,7 +140,7 @@ def test_nan_stops_with_iteration_parts_and_last_good_checkpoint(data, tmp_path)
 
 
 def test_ablation_switches_change_exactly_the_loss_terms():
-    from ssrs_nb.losses import object_loss, boundary_loss
+    from ssrs_nb.losses import boundary_loss, object_loss
     g = torch.Generator().manual_seed(1)
     logits, aux = torch.randn(3, 6, 24, 24, generator=g), torch.randn(3, 6, 24, 24, generator=g)
     lab = torch.randint(0, 6, (3, 24, 24), generator=g); lab[0, :4] = 255
@@ -183,8 +189,8 @@ def test_model_selection_is_recorded(data, tmp_path, select_on):
     else:
         assert m["val_tiles"] == [23] and m["train_tiles"] == [1, 3] and m["final"]["scores"]["tiles"] == [5]
         net = small_net(6); net.load_state_dict(load_checkpoint(tmp_path / "val" / "model_best.pth"))
-        from ssrs_nb.inference import evaluate
         from ssrs_nb.data import list_tiles
+        from ssrs_nb.inference import evaluate
         again = evaluate(net, list_tiles("vaihingen", data / "data", "test", ids=[5]), window=64, stride=32, progress=False)
         assert again["confusion_matrix"] == m["final"]["scores"]["confusion_matrix"]
 
