@@ -4,11 +4,11 @@
 
 # %% auto #0
 __all__ = ['IGNORE_INDEX', 'DatasetName', 'DATASETS', 'set_seed', 'get_device', 'atomic_write', 'atomic_write_bytes',
-           'atomic_write_text', 'atomic_write_json', 'atomic_torch_save', 'load_checkpoint', 'imread', 'imwrite_png',
-           'sha256_file', 'image_to_tensor', 'DatasetPreset', 'check_choice', 'get_preset']
+           'atomic_write_text', 'atomic_write_json', 'atomic_torch_save', 'remove_stale_temps', 'load_checkpoint',
+           'imread', 'imwrite_png', 'sha256_file', 'image_to_tensor', 'DatasetPreset', 'check_choice', 'get_preset']
 
-# %% ../nbs/00_core.ipynb #17b35fca
-import contextlib, hashlib, json, os, random, tempfile
+# %% ../nbs/00_core.ipynb #d655752b
+import contextlib, hashlib, json, os, random, tempfile, time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Literal, Sequence, get_args
@@ -43,27 +43,63 @@ def get_device(device: str | torch.device | None = None) -> torch.device:
         raise ValueError(f"device={device!r}: MPS is not available on this machine; use device='cpu' or 'auto'")
     return dev
 
-# %% ../nbs/00_core.ipynb #6112baab
+# %% ../nbs/00_core.ipynb #b47baca0
+import errno
+import re
+import shutil
+
+_SPACE_ERRNOS = {errno.ENOSPC, errno.EFBIG, getattr(errno, "EDQUOT", errno.ENOSPC)}
+
+class _CountingFile:
+    "A file proxy counting the bytes written and keeping the first `OSError` a write raised (torch hides it)."
+    def __init__(self, f): self._f, self.written, self.error = f, 0, None
+    def write(self, b):
+        try: n = self._f.write(b)
+        except OSError as e:
+            self.error = self.error or e
+            raise
+        self.written += len(b) if n is None else n
+        return n
+    def __getattr__(self, name): return getattr(self._f, name)
+
+def _space_error(path: Path, err: OSError, written: int, needed: int | None) -> OSError:
+    "An `OSError` (same errno) naming the file, the bytes written/needed, the free space and the fix."
+    free = shutil.disk_usage(path.parent).free
+    need = f" of the {needed:,} bytes needed" if needed else ""
+    if err.errno == errno.EFBIG:
+        why = ("the file grew past this process's file-size limit (`ulimit -f`); raise the limit or write elsewhere")
+    else:
+        why = (f"the disk is full; free at least {max((needed or 0) - free, 0):,} more bytes " if needed else
+               "the disk is full; free some space ") + f"on {path.parent} or write elsewhere"
+    return OSError(err.errno, f"{path}: could not be saved, {os.strerror(err.errno)} after writing {written:,} bytes"
+                   f"{need}; {free:,} bytes free on {path.parent}. {why[0].upper() + why[1:]}. The previous "
+                   f"{path.name} (if any) is unchanged and the partial temporary file was removed.")
+
 @contextlib.contextmanager
-def atomic_write(path: str | os.PathLike, mode: str = "wb"):
+def atomic_write(path: str | os.PathLike, mode: str = "wb", size_hint: int | None = None):
     "Context manager yielding a file object whose contents replace `path` only if the block finishes without error."
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.{os.getpid()}.", suffix=".tmp")
     umask = os.umask(0); os.umask(umask)
     os.chmod(tmp, 0o666 & ~umask)   # mkstemp makes 0600 files; give the result the permissions open() would
+    cf = None
     try:
         with os.fdopen(fd, mode) as f:
-            yield f
+            cf = _CountingFile(f)
+            yield cf
             f.flush(); os.fsync(f.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as e:
         with contextlib.suppress(FileNotFoundError): os.unlink(tmp)
+        err = e if isinstance(e, OSError) and e.errno in _SPACE_ERRNOS else getattr(cf, "error", None)
+        if err is not None and err.errno in _SPACE_ERRNOS:
+            raise _space_error(path, err, cf.written if cf else 0, size_hint) from e
         raise
 
 def atomic_write_bytes(path, data: bytes) -> Path:
     "Write `data` to `path` atomically."
-    with atomic_write(path, "wb") as f: f.write(data)
+    with atomic_write(path, "wb", size_hint=len(data)) as f: f.write(data)
     return Path(path)
 
 def atomic_write_text(path, text: str) -> Path:
@@ -82,23 +118,66 @@ def atomic_write_json(path, obj: Any, indent: int = 2) -> Path:
     "Write `obj` as JSON atomically (NumPy/torch scalars and arrays, Paths are converted; NaN is written as NaN)."
     return atomic_write_text(path, json.dumps(obj, indent=indent, default=_json_default) + "\n")
 
+def _tensor_bytes(obj) -> int:
+    "Bytes of tensor data in a (nested) checkpoint object: a lower bound of its file size."
+    if isinstance(obj, torch.Tensor): return obj.numel() * obj.element_size()
+    if isinstance(obj, dict): return sum(_tensor_bytes(v) for v in obj.values())
+    if isinstance(obj, (list, tuple)): return sum(_tensor_bytes(v) for v in obj)
+    return 0
+
 def atomic_torch_save(obj: Any, path) -> Path:
-    "`torch.save` to `path` atomically (a checkpoint is never half-written)."
-    with atomic_write(path, "wb") as f: torch.save(obj, f)
+    "`torch.save` to `path` atomically (a checkpoint is never half-written; a full disk is a clear error)."
+    with atomic_write(path, "wb", size_hint=_tensor_bytes(obj) or None) as f: torch.save(obj, f)
     return Path(path)
 
-# %% ../nbs/00_core.ipynb #419a518f
+_TEMP_RE = re.compile(r"^\.(?P<name>.+?)\.(?:(?P<pid>\d+)\.)?[A-Za-z0-9_]{8}\.tmp$")
+
+def _pid_alive(pid: int) -> bool:
+    try: os.kill(pid, 0)
+    except ProcessLookupError: return False
+    except PermissionError: return True
+    return True
+
+def remove_stale_temps(folder, min_age_s: float = 3600.0) -> list:
+    "Delete `atomic_write` temporary files in `folder` left by killed processes; returns the removed paths."
+    folder, removed = Path(folder), []
+    if not folder.is_dir(): return removed
+    for p in sorted(folder.glob(".*.tmp")):
+        m = _TEMP_RE.match(p.name)
+        if m is None or not p.is_file(): continue
+        pid = m["pid"]
+        if pid is not None: stale = int(pid) != os.getpid() and not _pid_alive(int(pid))
+        else: stale = time.time() - p.stat().st_mtime > min_age_s   # older name without a pid: by age only
+        if stale:
+            with contextlib.suppress(FileNotFoundError): p.unlink(); removed.append(p)
+    return removed
+
+# %% ../nbs/00_core.ipynb #51e61223
 def load_checkpoint(path, map_location: str | torch.device = "cpu") -> Any:
-    "Load a checkpoint/weights file with `weights_only=True`; clear errors naming `path` for missing or unsafe files."
+    "Load a checkpoint/weights file with `weights_only=True`; clear errors naming `path` for missing, damaged or unsafe files."
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no such checkpoint file; pass the path of a local .pth/.pt file")
+    size = path.stat().st_size
+    again = ("delete it and use an earlier checkpoint (e.g. previous.pth next to it), or save/download it again")
+    if size == 0:
+        raise ValueError(f"{path}: the file is empty (0 bytes), not a checkpoint; a save was killed or the disk was "
+                         f"full. {again[0].upper() + again[1:]}.")
     try:
         return torch.load(path, map_location=map_location, weights_only=True)
     except Exception as e:
-        raise ValueError(f"{path}: not loadable as a weights-only PyTorch checkpoint ({type(e).__name__}: "
-                         f"{str(e).splitlines()[0][:200]}). Only tensors, dicts, lists and numbers are accepted; "
-                         f"re-save it with torch.save(model.state_dict(), path).") from None
+        text = str(e).strip()
+        first = (text.splitlines() or [type(e).__name__])[0].split(". ")[0][:200]
+        with open(path, "rb") as f: head = f.read(4)
+        if "weights only load failed" in text.lower():   # a readable pickle that would build other objects
+            raise ValueError(f"{path}: not loadable as a weights-only PyTorch checkpoint ({type(e).__name__}: "
+                             f"{first}). Only tensors, dicts, lists and numbers are accepted; re-save it with "
+                             f"torch.save(model.state_dict(), path).") from None
+        if head[:2] == b"PK" or head[:2] == b"\x80\x02" or head == bytes(len(head)):   # zip, legacy pickle, zeroed
+            raise ValueError(f"{path}: a PyTorch checkpoint that is truncated or corrupt ({size:,} bytes; "
+                             f"{type(e).__name__}: {first}); {again}.") from None
+        raise ValueError(f"{path}: not a PyTorch checkpoint ({size:,} bytes starting with {head!r}; {type(e).__name__}: "
+                         f"{first}); pass a file written by torch.save (.pth/.pt/.ckpt).") from None
 
 # %% ../nbs/00_core.ipynb #a1417288
 import cv2

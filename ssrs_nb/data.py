@@ -166,7 +166,7 @@ def iter_test_tiles(tiles: Sequence[Tile]) -> Iterator[tuple]:
         img, lab = load_tile(t)
         yield img, lab, t
 
-# %% ../nbs/02_data.ipynb #60b08448
+# %% ../nbs/02_data.ipynb #31ad27d2
 def renumber_sgo(sgo: np.ndarray) -> np.ndarray:
     "Renumber the object ids present in `sgo` to 1…n keeping their order (0 stays 0); returns int64."
     present = np.zeros(int(sgo.max(initial=0)) + 1, bool)
@@ -178,12 +178,9 @@ def _sgo_sgb_files(sgo_dir: Path, stem: str):
     return sgo_dir/f"{stem}_sgo.png", sgo_dir/f"{stem}_sgb.png"
 
 def _read_maps(sgo_dir: Path, tile: Tile, shape) -> tuple:
-    "SGO (uint16) and SGB (uint8) of `tile`, via ssrs_nb.sam.read_sgo_sgb when available, checked against `shape`."
-    try: from ssrs_nb.sam import read_sgo_sgb
-    except ImportError: read_sgo_sgb = None
-    if read_sgo_sgb is not None: sgo, sgb = read_sgo_sgb(sgo_dir, tile.stem)
-    else: sgo, sgb = (imread(p) for p in _sgo_sgb_files(sgo_dir, tile.stem))
-    sgo, sgb = np.asarray(sgo), np.asarray(sgb)
+    "SGO (uint16) and SGB (uint8) of `tile` read and checked by `ssrs_nb.sam.read_sgo_sgb`, then checked against `shape`."
+    from ssrs_nb.sam import read_sgo_sgb   # damaged maps, wrong types and SGB values other than 0/255 are errors there
+    sgo, sgb = read_sgo_sgb(sgo_dir, tile.stem)
     for name, m in (("sgo", sgo), ("sgb", sgb)):
         if m.shape != tuple(shape):
             raise ValueError(f"{_sgo_sgb_files(sgo_dir, tile.stem)[name == 'sgb']}: {name.upper()} map has shape "

@@ -265,7 +265,7 @@ class UNetFormer(nn.Module):
         if self.training: return out[0][..., :h, :w], out[1][..., :h, :w]
         return out[..., :h, :w]
 
-# %% ../nbs/04_unetformer.ipynb #e4551373
+# %% ../nbs/04_unetformer.ipynb #ce221595
 BACKBONES = {
     "resnet18": dict(timm_name="resnet18", decode_channels=64, out_indices=(1, 2, 3, 4), backbone_kwargs={}),
     "swin": dict(timm_name="swinv2_base_window12to16_192to256", decode_channels=256, out_indices=(0, 1, 2, 3),
@@ -307,10 +307,18 @@ def _backbone_key_map(backbone, keys):
             if f"{head}.{rest}" in own: out[k] = f"{head}.{rest}"; break
     return out
 
-def load_weights(model: UNetFormer, path, strict: bool = False) -> dict:
-    "Load a local weights file (whole model or backbone only) into `model`; returns {'target','missing','unexpected'}."
+def _dropped_by_features_only(timm_name: str) -> set:
+    "Keys of the full timm model that its `features_only` wrapper removes (classifier, final norm): a file may carry them."
+    try:
+        with torch.device("meta"): full = timm.create_model(timm_name, pretrained=False)
+    except Exception: return set()
+    return set(full.state_dict())
+
+def load_weights(model: UNetFormer, path, strict: bool | None = None) -> dict:
+    "Load a local weights file (whole model or backbone only) into `model`; prints and returns {'target','missing','unexpected','loaded'}."
     path = Path(path)
     sd = _unwrap_state_dict(load_checkpoint(path), path)
+    n_file = len(sd)
     whole = any(k.startswith("decoder.") for k in sd)
     if whole:
         target, msd = model, model.state_dict()
@@ -331,22 +339,32 @@ def load_weights(model: UNetFormer, path, strict: bool = False) -> dict:
         raise ValueError(f"{path}: none of its keys match the {model.backbone_name!r} UNetFormer (e.g. "
                          f"{next(iter(msd))!r}); is it a checkpoint of another architecture?")
     _check_shapes(msd, sd, path)
-    res = target.load_state_dict(sd, strict=False)
-    unexpected = list(res.unexpected_keys) + ([] if whole else unexpected_raw)
-    missing = [k for k in res.missing_keys if not k.endswith(("num_batches_tracked", "relative_position_index"))]
+    unexpected = ([k for k in sd if k not in msd] if whole else unexpected_raw)
+    missing = [k for k in msd if k not in sd and not k.endswith(("num_batches_tracked", "relative_position_index"))]
     report = dict(target="model" if whole else "backbone", missing=missing, unexpected=unexpected, loaded=len(sd))
+    print(f"{path}: loaded {len(sd)} of its {n_file} tensors into the {report['target']} ({model.backbone_name}); "
+          f"{len(missing)} missing{f' (e.g. {missing[:3]})' if missing else ''}, {len(unexpected)} unexpected"
+          f"{f' (e.g. {unexpected[:3]})' if unexpected else ''}")
     if strict and (missing or unexpected):
         raise ValueError(f"{path}: strict load failed: {len(missing)} missing (e.g. {missing[:3]}), "
                          f"{len(unexpected)} unexpected (e.g. {unexpected[:3]})")
+    dropped = set() if whole or not unexpected else _dropped_by_features_only(model.backbone_name)
+    foreign = [k for k in unexpected if k not in dropped]
+    if strict is None and foreign:
+        raise ValueError(f"{path}: {len(foreign)} of its {n_file} tensors have no place in this {model.backbone_name!r} "
+                         f"UNetFormer (e.g. {foreign[:3]}); the file is for another architecture (a deeper backbone, "
+                         f"another model). Build the model it was made for (create_model(backbone=..., ...)), or pass "
+                         f"strict=False to load the {len(sd)} matching tensors anyway.")
+    target.load_state_dict(sd, strict=False)
     if missing:
         warnings.warn(f"{path}: loaded {len(sd)} tensors into the {report['target']}; {len(missing)} missing keys keep "
-                      f"their initial values (e.g. {missing[:3]})")
+                      f"their initial values (e.g. {missing[:3]})", stacklevel=2)
     model.load_report = report
     return report
 
 def create_model(backbone: str = "resnet18", num_classes: int = 6, pretrained=None, decode_channels: int | None = None,
-                 **kw) -> UNetFormer:
-    "UNetFormer with backbone 'resnet18', 'swin' or any timm features_only name; `pretrained`: None, a local file, or True."
+                 strict: bool | None = None, **kw) -> UNetFormer:
+    "UNetFormer with backbone 'resnet18', 'swin' or any timm features_only name; `pretrained`: None, a local file (loaded with `strict`, see `load_weights`), or True."
     cfg = BACKBONES.get(backbone, dict(timm_name=backbone, decode_channels=64, out_indices=None, backbone_kwargs={}))
     if backbone not in BACKBONES and not timm.models.is_model(backbone):
         raise ValueError(f"backbone={backbone!r} is neither one of {list(BACKBONES)} nor a timm model name; "
@@ -359,5 +377,5 @@ def create_model(backbone: str = "resnet18", num_classes: int = 6, pretrained=No
     model = UNetFormer(num_classes, cfg["timm_name"], decode_channels or cfg["decode_channels"],
                        pretrained=pretrained is True, backbone_kwargs=bkw, **kw)
     if pretrained is not None and pretrained is not True and pretrained is not False:
-        load_weights(model, pretrained)
+        load_weights(model, pretrained, strict=strict)
     return model
