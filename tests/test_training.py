@@ -12,13 +12,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-import torch.nn.functional as F
 
 from ssrs_nb.core import load_checkpoint
-from ssrs_nb.losses import ABLATIONS
 from ssrs_nb.reference import NaNAt, small_net
 from ssrs_nb.reference import grid_sgo_sgb_maps as write_grid_maps
-from ssrs_nb.training import TrainConfig, build_loss, compute_loss, rank_batches, train
+from ssrs_nb.training import TrainConfig, train
 
 ROOT = Path(__file__).resolve().parent.parent
 ENV = {**os.environ, "PYTHONPATH": f"{ROOT}{os.pathsep}{os.environ.get('PYTHONPATH', '')}", "OMP_NUM_THREADS": "1",
@@ -117,12 +115,6 @@ def test_ddp_gloo_two_processes_equal_one(data, tmp_path):
         assert ha["eval"]["tiles"] == [5, 21]
 
 
-def test_rank_batches_cover_the_global_batch():
-    one = rank_batches(2, 5, 6)
-    two = [a + b for a, b in zip(rank_batches(2, 5, 6, 0, 2), rank_batches(2, 5, 6, 1, 2))]
-    assert one == two == [list(range(12, 18)), list(range(18, 24)), list(range(24, 30))]
-
-
 def test_nan_stops_with_iteration_parts_and_last_good_checkpoint(data, tmp_path):
     cfg = base_cfg(data, tmp_path / "nan", ckpt_every=2, iters_per_epoch=6)
     with pytest.raises(FloatingPointError) as e: train(cfg, model_fn=lambda C: NaNAt(C, at=5))
@@ -139,27 +131,6 @@ def test_nan_stops_with_iteration_parts_and_last_good_checkpoint(data, tmp_path)
     assert r["history"][-1]["iteration"] == 12
 
 
-def test_ablation_switches_change_exactly_the_loss_terms():
-    from ssrs_nb.losses import boundary_loss, object_loss
-    g = torch.Generator().manual_seed(1)
-    logits, aux = torch.randn(3, 6, 24, 24, generator=g), torch.randn(3, 6, 24, 24, generator=g)
-    lab = torch.randint(0, 6, (3, 24, 24), generator=g); lab[0, :4] = 255
-    batch = {"label": lab, "sgo": torch.randint(0, 7, (3, 24, 24), generator=g),
-             "sgb": (torch.rand(3, 24, 24, generator=g) < 0.2).to(torch.uint8) * 255}
-    ce = F.cross_entropy(logits, lab, ignore_index=255)
-    ob, bd = object_loss(logits, batch["sgo"]), boundary_loss(logits, batch["sgb"])
-    for name, sw in ABLATIONS.items():
-        for lo, lb in ((1.0, 0.1), (0.5, 2.0)):
-            loss, parts = compute_loss(logits, batch, build_loss(TrainConfig(sgo_root="x", lambda_obj=lo, lambda_bdy=lb, **sw)))
-            want = ce + (lo * ob if sw["use_obj"] else 0) + (lb * bd if sw["use_bdy"] else 0)
-            torch.testing.assert_close(loss, want, atol=1e-6, rtol=1e-6)
-            assert parts["obj"] == (pytest.approx(ob.item()) if sw["use_obj"] else 0.0)
-            assert parts["bdy"] == (pytest.approx(bd.item()) if sw["use_bdy"] else 0.0)
-    loss, parts = compute_loss((logits, aux), batch, build_loss(TrainConfig(sgo_root="x")), lambda_aux=0.3)
-    torch.testing.assert_close(loss, ce + ob + 0.1 * bd + 0.3 * F.cross_entropy(aux, lab, ignore_index=255), atol=1e-6, rtol=1e-6)
-    assert parts["aux"] == pytest.approx(F.cross_entropy(aux, lab, ignore_index=255).item())
-
-
 def test_baseline_row_trains_without_maps(data, tmp_path):
     r = train(base_cfg(data, tmp_path / "seg", sgo_root=None, use_obj=False, use_bdy=False, epochs=1, iters_per_epoch=2),
               model_fn=small_net)
@@ -172,7 +143,7 @@ def test_baseline_row_trains_without_maps(data, tmp_path):
 def test_model_selection_is_recorded(data, tmp_path, select_on):
     cfg = base_cfg(data, tmp_path / select_on, select_on=select_on, val_tiles=1, epochs=3, iters_per_epoch=2,
                    milestones=[], lr=0.05)
-    r = train(cfg, model_fn=small_net)
+    train(cfg, model_fn=small_net)
     m = json.loads((tmp_path / select_on / "metrics.json").read_text())
     split = "val" if select_on == "val" else "test"
     assert [h["eval"]["split"] for h in m["history"]] == [split] * 3
@@ -193,16 +164,6 @@ def test_model_selection_is_recorded(data, tmp_path, select_on):
         from ssrs_nb.inference import evaluate
         again = evaluate(net, list_tiles("vaihingen", data / "data", "test", ids=[5]), window=64, stride=32, progress=False)
         assert again["confusion_matrix"] == m["final"]["scores"]["confusion_matrix"]
-
-
-def test_config_rejects_bad_values_up_front(data, tmp_path):
-    for kw, msg in [(dict(dataset="vaihigen"), "choose one of"), (dict(select_on="best"), "['last', 'val', 'test']"),
-                    (dict(amp="fp32"), "'auto', 'bf16', 'fp16', 'off'"), (dict(batch_size=0), "batch_size=0"),
-                    (dict(lr="0.01"), "lr='0.01': expected float"), (dict(milestones=[35, 25]), "increasing"),
-                    (dict(use_obj=1), "use_obj=1: expected bool"), (dict(device="cuda:7"), "device='cuda:7'")]:
-        with pytest.raises(ValueError, match=msg.replace("[", r"\[").replace("(", r"\(")):
-            train(base_cfg(data, tmp_path / "x", **kw))
-    assert not (tmp_path / "x").exists()
 
 
 def _param_names(nb_path):
@@ -252,7 +213,6 @@ def test_papermill_every_parameter_overridden(data, tmp_path, monkeypatch):
 def test_papermill_rejects_bad_parameters(tmp_path, monkeypatch, bad, msg):
     papermill = pytest.importorskip("papermill")
     monkeypatch.setenv("PYTHONPATH", ENV["PYTHONPATH"]); monkeypatch.setenv("OMP_NUM_THREADS", "1")
-    t = time.time()
     with pytest.raises(papermill.PapermillExecutionError) as e:
         papermill.execute_notebook(str(ROOT / "nbs" / "10_train.ipynb"), str(tmp_path / "o.ipynb"),
                                    parameters={"out_dir": str(tmp_path / "r"), **bad}, kernel_name="python3",
