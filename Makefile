@@ -13,11 +13,15 @@ export PYTHONUNBUFFERED = 1
 
 .PHONY: install test sync lint nbtest pytest demo readme export bench
 
+# The install also brings the optional object generators (extras samhq, sam2: HQ-SAM and SAM 2) so that their tests
+# run; sam2 is an sdist built against the torch above (--no-build-isolation: seconds instead of minutes) and
+# without its CUDA extension (SAM2_BUILD_CUDA=0; it only speeds up video post-processing).
 $(VENV)/.installed: settings.ini setup.py pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q torch==2.14.1 torchvision==0.29.1
 	$(BIN)/python -m pip install -q -e ".[dev]"
+	SAM2_BUILD_CUDA=0 $(BIN)/python -m pip install -q --no-build-isolation -e ".[dev,samhq,sam2]"
 	$(BIN)/python -m ipykernel install --sys-prefix --name python3 >/dev/null
 	touch $@
 

@@ -19,6 +19,8 @@ requirements = shlex.split(cfg.get("requirements", ""))
 dev_requirements = shlex.split(cfg.get("dev_requirements", ""))
 lic = licenses[cfg["license"]]
 min_python = cfg["min_python"]
+# optional extras: `extra_NAME = req1 req2` lines in settings.ini → `pip install "ssrs-nb[NAME]"`
+extras = {k[len("extra_"):]: shlex.split(v) for k, v in cfg.items() if k.startswith("extra_")}
 console_scripts = [s for s in cfg.get("console_scripts", "").split() if s]
 
 setuptools.setup(
@@ -34,7 +36,7 @@ setuptools.setup(
     packages=setuptools.find_packages(include=[cfg["lib_path"], cfg["lib_path"] + ".*"]),
     include_package_data=True,
     install_requires=requirements,
-    extras_require={"dev": dev_requirements},
+    extras_require={"dev": dev_requirements, **extras},
     python_requires=">=" + min_python,
     long_description=open("README.md", encoding="utf-8").read(),
     long_description_content_type="text/markdown",
