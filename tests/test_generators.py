@@ -16,8 +16,8 @@ ROOT = Path(__file__).resolve().parent.parent
 HAVE = {"sam-hq": importlib.util.find_spec("segment_anything_hq") is not None,
         "sam2": importlib.util.find_spec("sam2") is not None}
 EXTRA = {"sam-hq": "samhq", "sam2": "sam2"}
-# random weights: keep every mask the micro model predicts (3 per point), 4×4 points
-LOOSE = dict(points_per_side=4, pred_iou_thresh=0.0, stability_score_thresh=0.0, box_nms_thresh=1.0)
+# random weights: keep every mask the micro model predicts; 2×2 points keep SAM 2's 1024-px decoder cheap
+LOOSE = dict(points_per_side=2, pred_iou_thresh=0.0, stability_score_thresh=0.0, box_nms_thresh=1.0)
 
 
 def needs(name):
@@ -90,9 +90,9 @@ def test_records_in_sam1_format(micro, images, name):
     "Every record has SAM 1's keys and types; each box is the mask's own box (recomputed from its pixels)."
     from ssrs_nb.core import imread
     ms = micro[name][1].generate(imread(images[0]))
-    # every mask kept, 4×4 points: SAM 2 returns SAM's 3 masks per point; HQ-SAM's decoder returns one (the best of
+    # every mask kept, 2×2 points: SAM 2 returns SAM's 3 masks per point; HQ-SAM's decoder returns one (the best of
     # SAM's three, by predicted IoU, plus the HQ token's logits)
-    assert len(ms) == {"sam-hq": 1, "sam2": 3}[name] * 4 * 4
+    assert len(ms) == {"sam-hq": 1, "sam2": 3}[name] * 2 * 2
     for m in ms:
         assert set(m) == set(G._RECORD_KEYS)
         assert m["segmentation"].dtype == bool and m["segmentation"].shape == (96, 112)
@@ -127,7 +127,7 @@ def test_generate_dataset_resume_shards_and_identity(micro, images, tmp_path, na
     assert (m["generated"], m["skipped"]) == (1, 2)
     np.testing.assert_array_equal(read_sgo_sgb(out, "t1")[0], exp["t1"][0])
     # other settings (here, other thresholds) are refused rather than mixed into the folder
-    other = G.build_generator(name, ck, device="cpu", **ARCH[name], **{**LOOSE, "points_per_side": 2})
+    other = G.build_generator(name, ck, device="cpu", **ARCH[name], **{**LOOSE, "points_per_side": 3})
     with pytest.raises(ValueError, match="other settings"):
         generate_dataset(images, out, other, crop=None, min_area=1, progress=False)
     # shards: 2 workers split the 3 images with no overlap and no gap, and make the same maps
@@ -174,7 +174,7 @@ def test_sam1_checkpoint_is_not_an_hq_checkpoint(tmp_path):
 def _papermill(tmp_path, *params):
     env = dict(os.environ, OMP_NUM_THREADS="1", MPLBACKEND="Agg")
     cmd = [sys.executable, "-m", "papermill", str(ROOT / "nbs" / "11_generate_sgo.ipynb"), str(tmp_path / "out.ipynb"),
-           "--cwd", str(ROOT / "nbs"), "-p", "out_dir", str(tmp_path / "sgo"), "-p", "points_per_side", "4",
+           "--cwd", str(ROOT / "nbs"), "-p", "out_dir", str(tmp_path / "sgo"), "-p", "points_per_side", "2",
            "-p", "pred_iou_thresh", "0.0", "-p", "settings", '{"stability_score_thresh": 0.0, "box_nms_thresh": 1.0}',
            "-p", "crop", "0", *params]
     r = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=600)
