@@ -9,7 +9,11 @@ decoder work on 16x more embedding tokens (the main cost here, as with the real 
     python benchmarks/generators.py                 # 256x256 image, 8x8 points
     python benchmarks/generators.py --points 16 --size 512
 """
-import argparse, importlib.util, sys, tempfile, time
+import argparse
+import importlib.util
+import sys
+import tempfile
+import time
 from pathlib import Path
 
 import numpy as np

@@ -7,18 +7,19 @@ __all__ = ['GeneratorName', 'GENERATORS', 'GENERATOR_SPECS', 'PAPER_THRESHOLDS',
            'generator_settings', 'normalize_record', 'ObjectGenerator', 'build_micro_samhq', 'sam2_micro_config',
            'build_micro_sam2', 'save_micro_checkpoint', 'build_generator', 'compare_generators', 'generators_figure']
 
-# %% ../nbs/01a_generators.ipynb #94243e46
-import hashlib, inspect, typing
+# %% ../nbs/01a_generators.ipynb #f74d2d59
+import inspect
+import typing
 from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
-from typing import Any, Literal
+from typing import Literal
 
 import numpy as np
 import torch
 
-from .core import atomic_torch_save, check_choice, get_device, load_checkpoint, sha256_file
 from . import sam as S
+from .core import atomic_torch_save, check_choice, get_device, load_checkpoint, sha256_file
 
 # %% ../nbs/01a_generators.ipynb #1196843d
 GeneratorName = Literal["sam", "sam-hq", "sam2", "superpixel"]
@@ -64,7 +65,8 @@ def checkpoint_hint(name: str) -> str:
 def require(name: str):
     "Import generator `name`'s package, or raise an ImportError saying which extra installs it."
     spec = GENERATOR_SPECS[check_choice("generator", name, GENERATORS)]
-    import importlib, warnings
+    import importlib
+    import warnings
     try:
         with warnings.catch_warnings():   # segment_anything_hq imports timm's deprecated paths and re-registers TinyViT
             warnings.filterwarnings("ignore", message="Importing from timm", category=FutureWarning)
@@ -75,15 +77,20 @@ def require(name: str):
         if spec.extra == "sam2": how = f"SAM2_BUILD_CUDA=0 {how} --no-build-isolation  (after torch is installed)"
         raise ImportError(f"generator={name!r} needs the {spec.dist} package ({e}); install it with: {how}") from e
 
-# %% ../nbs/01a_generators.ipynb #6748698e
+# %% ../nbs/01a_generators.ipynb #bb4bc0f2
 PAPER_THRESHOLDS = dict(S.PAPER_SAM_SETTINGS)
 
+_MASK_GENERATOR_CLASSES = {"sam": ("segment_anything", "SamAutomaticMaskGenerator"),
+                           "sam-hq": ("segment_anything_hq", "SamAutomaticMaskGenerator"),
+                           "sam2": ("sam2.automatic_mask_generator", "SAM2AutomaticMaskGenerator")}
+
 def _mask_generator_class(name: str):
-    if name == "sam": from segment_anything import SamAutomaticMaskGenerator as C
-    elif name == "sam-hq": require(name); from segment_anything_hq import SamAutomaticMaskGenerator as C
-    elif name == "sam2": require(name); from sam2.automatic_mask_generator import SAM2AutomaticMaskGenerator as C
-    else: C = S.SuperpixelGenerator
-    return C
+    "The class that makes generator `name`'s masks (its package imported through `require`)."
+    if name == "superpixel": return S.SuperpixelGenerator
+    import importlib
+    require(name)
+    module, cls = _MASK_GENERATOR_CLASSES[name]
+    return getattr(importlib.import_module(module), cls)
 
 def generator_settings(name: str, **overrides) -> dict:
     "Keyword arguments of generator `name`: its own defaults, then the paper's thresholds, then `overrides` (names checked)."
@@ -201,6 +208,7 @@ def build_micro_samhq(img_size: int = 256, embed_dim: int = 32, depth: int = 2, 
     "A small random-weights HQ-SAM built from segment_anything_hq's own modules (tests and timings only)."
     require("sam-hq")
     from functools import partial
+
     from segment_anything_hq.modeling import ImageEncoderViT, MaskDecoderHQ, PromptEncoder, Sam, TwoWayTransformer
     with torch.random.fork_rng():
         torch.manual_seed(seed)
@@ -269,13 +277,10 @@ def save_micro_checkpoint(name: str, path, seed: int = 0) -> Path:
     sd = _micro(name, seed).state_dict()
     return atomic_torch_save({"model": sd} if name == "sam2" else sd, path)
 
-# %% ../nbs/01a_generators.ipynb #bb59dbc2
+# %% ../nbs/01a_generators.ipynb #f755f731
 def _sam_builders(name):
     "model_type -> function building that architecture (random weights) for SAM or HQ-SAM."
-    if name == "sam":
-        from segment_anything import sam_model_registry as reg
-    else:
-        require(name); from segment_anything_hq import sam_model_registry as reg
+    reg = require(name).sam_model_registry
     return {mt: reg[mt] for mt in GENERATOR_SPECS[name].checkpoints}
 
 def _shapes_fn(name, builders):
@@ -357,7 +362,7 @@ def _build_sam2(checkpoint, config, device):
 def build_generator(name: GeneratorName, checkpoint=None, model_type: str = "auto", config: str = "auto",
                     device=None, **overrides) -> ObjectGenerator:
     "An `ObjectGenerator` for `name` ('sam', 'sam-hq', 'sam2', 'superpixel') with the paper's thresholds mapped onto it."
-    spec = GENERATOR_SPECS[check_choice("generator", name, GENERATORS)]
+    check_choice("generator", name, GENERATORS)
     if name != "sam2" and config != "auto":
         raise ValueError(f"config={config!r} applies to generator='sam2' only; {name!r} takes model_type=")
     if name in ("sam2", "superpixel") and model_type != "auto":

@@ -1,16 +1,22 @@
 """Tests of ssrs_nb.generators: HQ-SAM and SAM 2 (random-weight micro models built from each package's own modules)
 end to end through sam.generate_dataset (resume, sharding, manifest identity) and through the papermill entry point
 nbs/11_generate_sgo.ipynb. Skipped with the reason where an optional extra is not installed."""
-import hashlib, importlib.util, json, os, subprocess, sys, typing
+import hashlib
+import importlib.util
+import json
+import os
+import subprocess
+import sys
+import typing
 from pathlib import Path
 
 import numpy as np
 import pytest
+from reference import official_sgo_sgb
 
 from ssrs_nb import generators as G
 from ssrs_nb.core import imwrite_png
 from ssrs_nb.sam import generate_dataset, read_sgo_sgb, sgo_sgb_paths
-from reference import official_sgo_sgb
 
 ROOT = Path(__file__).resolve().parent.parent
 HAVE = {"sam-hq": importlib.util.find_spec("segment_anything_hq") is not None,
@@ -74,8 +80,8 @@ def test_extras_declared_and_installed_by_make():
 
 
 def test_superpixel_through_the_factory_matches_01_sam(images):
-    from ssrs_nb.sam import SuperpixelGenerator
     from ssrs_nb.core import imread
+    from ssrs_nb.sam import SuperpixelGenerator
     g = G.build_generator("superpixel", scale=50.0, min_size=20)
     img = imread(images[0])
     exp = SuperpixelGenerator(scale=50.0, min_size=20).generate(img)
@@ -135,7 +141,8 @@ def test_generate_dataset_resume_shards_and_identity(micro, images, tmp_path, na
                                 progress=False)["images"]) for s in range(2)]
     assert got[0] & got[1] == set() and got[0] | got[1] == set(exp)
     for stem, (e_sgo, e_sgb) in exp.items():
-        np.testing.assert_array_equal(read_sgo_sgb(tmp_path / "sh", stem)[1], e_sgb)
+        sgo, sgb = read_sgo_sgb(tmp_path / "sh", stem)
+        np.testing.assert_array_equal(sgo, e_sgo); np.testing.assert_array_equal(sgb, e_sgb)
 
 
 @pytest.mark.parametrize("name", PARAMS)
@@ -205,6 +212,7 @@ def _maps_feed_training(sgo_dir, m):
     boundary terms) is finite on them, with a gradient. (A full papermill 10_train run takes minutes on the shared CI
     CPU; the windows and the loss are the only places where maps enter training.)"""
     import torch
+
     from ssrs_nb.core import get_preset
     from ssrs_nb.data import WindowDataset, list_tiles
     from ssrs_nb.losses import total_loss
