@@ -1,7 +1,8 @@
 """Packaging for ssrs-nb, driven by settings.ini as nbdev 2 expects (without pkg_resources, gone in setuptools 82)."""
-from configparser import ConfigParser
-import setuptools
 import shlex
+from configparser import ConfigParser
+
+import setuptools
 
 cfg = ConfigParser(delimiters=["="])
 cfg.read("settings.ini", encoding="utf-8")
