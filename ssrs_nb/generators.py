@@ -125,11 +125,7 @@ def normalize_record(rec: dict, i: int = 0) -> dict:
     if "point_coords" in rec: out["point_coords"] = [[float(x) for x in p] for p in np.asarray(rec["point_coords"]).reshape(-1, 2)]
     return out
 
-# %% ../nbs/01a_generators.ipynb #22129735
-class _Identity(dict):
-    "A dict that returns a copy of itself when called: `gen.ssrs_settings` and `gen.ssrs_settings()` agree."
-    def __call__(self) -> dict: return dict(self)
-
+# %% ../nbs/01a_generators.ipynb #3448fce0
 def _jsonable(v):
     if isinstance(v, (str, int, float, bool)) or v is None: return v
     if isinstance(v, (list, tuple)): return [_jsonable(x) for x in v]
@@ -145,18 +141,23 @@ class ObjectGenerator:
         self.name, self.inner = name, inner
         try: version = metadata.version(spec.dist)
         except metadata.PackageNotFoundError: version = None
-        self.ssrs_settings = _Identity(
+        self._identity = dict(
             generator=name, package=spec.dist, version=version, model_type=model_type,
             checkpoint=None if checkpoint is None else str(Path(checkpoint).resolve()),
             checkpoint_sha256=checkpoint_sha256,
             settings=_jsonable({k: v for k, v in settings.items() if k != "point_grids"}))
+
+    def ssrs_settings(self) -> dict:
+        "What made the maps: generator, package and version, model type/config, checkpoint path and SHA-256, settings."
+        import copy
+        return copy.deepcopy(self._identity)
 
     def generate(self, image: np.ndarray) -> list:
         "Masks of an H×W×3 uint8 image as SAM 1's list of records."
         return [normalize_record(r, i) for i, r in enumerate(self.inner.generate(image))]
 
     def __repr__(self):
-        s = self.ssrs_settings
+        s = self._identity
         return f"ObjectGenerator({s['generator']!r}, model_type={s['model_type']!r}, checkpoint={s['checkpoint']!r})"
 
 # %% ../nbs/01a_generators.ipynb #ee13437d
