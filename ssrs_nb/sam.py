@@ -417,7 +417,7 @@ def _load_image(path) -> np.ndarray:
         raise ValueError(f"{path}: expected 8-bit pixels, got {img.dtype}; rescale it to uint8 first")
     return img
 
-# %% ../nbs/01_sam.ipynb #d6a353c5
+# %% ../nbs/01_sam.ipynb #163ce81e
 class _Busy(Exception): pass
 
 def _flock(path: Path, shared: bool) -> int:
@@ -536,12 +536,65 @@ def _start_manifest(out_dir: Path, mpath: Path, settings: dict, generator, shard
                 status="running", versions=dict(python=platform.python_version(), numpy=np.__version__,
                                                 torch=torch.__version__), images=entries)
 
+def _write_pair(stem, path, sgo, sgb, out_dir, record, t0) -> tuple:
+    "Write one image's maps (SGO last: its presence marks the image done); (stem, manifest entry)."
+    p_sgo, p_sgb = sgo_sgb_paths(out_dir, stem)
+    _write_map(p_sgb, sgb, record); _write_map(p_sgo, sgo, record)
+    return stem, dict(image=str(path), shape=list(sgo.shape), objects=int(sgo.max()),
+                      boundary_fraction=round(float((sgb > 0).mean()), 5), seconds=round(time.perf_counter() - t0, 3))
+
+def _one_image(stem: str, path: Path, generator, opts: dict, out_dir: Path, record: str) -> tuple:
+    "Read one image, generate and write its maps (the job of a worker process); (stem, manifest entry)."
+    t0 = time.perf_counter()
+    return _write_pair(stem, path, *generate_sgo_sgb(_load_image(path), generator, **opts), out_dir, record, t0)
+
+def _pipelined(todo: list, generator, opts: dict, out_dir: Path, record: str):
+    "Yield (stem, entry) with the next image read and the last maps encoded/written on threads while `generator` runs."
+    from concurrent.futures import ThreadPoolExecutor
+    with ThreadPoolExecutor(1) as reader, ThreadPoolExecutor(1) as writer:
+        nxt, pending = (reader.submit(_load_image, todo[0][1]) if todo else None), None
+        for k, (stem, path) in enumerate(todo):
+            image = nxt.result()
+            if k + 1 < len(todo): nxt = reader.submit(_load_image, todo[k + 1][1])
+            t0 = time.perf_counter()
+            sgo, sgb = generate_sgo_sgb(image, generator, **opts)
+            if pending is not None: yield pending.result()
+            pending = writer.submit(_write_pair, stem, path, sgo, sgb, out_dir, record, t0)
+        if pending is not None: yield pending.result()
+
+def _in_processes(todo: list, generator, opts: dict, out_dir: Path, record: str, workers: int):
+    "Yield (stem, entry) as `workers` processes finish images (the generator is pickled to them: CPU generators)."
+    import multiprocessing as mp
+    from concurrent.futures import ProcessPoolExecutor, as_completed
+    from ssrs_nb import sam   # the worker processes import the job from the package (spawn: nothing is inherited)
+    with ProcessPoolExecutor(workers, mp_context=mp.get_context("spawn")) as pool:
+        futs = [pool.submit(sam._one_image, stem, path, generator, opts, out_dir, record) for stem, path in todo]
+        for f in as_completed(futs): yield f.result()
+
+def _skip_or_todo(out_dir, mine, state, entries) -> tuple:
+    "(images to generate, number skipped): complete maps made with these settings are skipped (and listed)."
+    todo, skipped = [], 0
+    for stem, path in mine:
+        if state.get(stem, "") is None:
+            if stem not in entries:   # maps written by a run killed before its manifest update
+                sgo, _ = read_sgo_sgb(out_dir, stem)
+                entries[stem] = dict(image=str(path), shape=list(sgo.shape), objects=int(sgo.max()), seconds=None)
+            skipped += 1; continue
+        if stem in state: warnings.warn(f"{state[stem]}; the maps of {path.name} are generated again", stacklevel=3)
+        todo.append((stem, path))
+    return todo, skipped
+
 def generate_dataset(images, out_dir, generator, crop: int | None = 512, overlap: int = 64, max_objects: int = 50,
                      min_area: int = 50, merge_seams: bool = True, shard: int = 0, num_shards: int = 1,
-                     overwrite: bool = False, progress: bool = True) -> dict:
+                     overwrite: bool = False, progress: bool = True, workers: int = 0) -> dict:
     "Write `<stem>_sgo.png`/`<stem>_sgb.png` for every image of this shard (resumable, atomic, locked) and return the manifest."
     from tqdm.auto import tqdm
     if not 0 <= shard < num_shards: raise ValueError(f"shard={shard} must be in 0…{num_shards - 1} (num_shards={num_shards})")
+    if not (isinstance(workers, int) and workers >= 0):
+        raise ValueError(f"workers={workers!r}: expected 0 (this process, reading and writing on threads) or a number of processes")
+    if workers > 1 and type(generator).__module__ == "__main__":
+        raise ValueError(f"workers={workers}: the generator {type(generator).__name__} is defined in __main__ (a notebook "
+                         f"or script), which worker processes cannot import; import it from a module or use workers=0")
     items = sorted((getattr(im, "stem", None) or Path(getattr(im, "image_path", im)).stem,
                     Path(getattr(im, "image_path", im))) for im in images)
     stems = [s for s, _ in items]
@@ -549,8 +602,8 @@ def generate_dataset(images, out_dir, generator, crop: int | None = 512, overlap
     if dup: raise ValueError(f"several images share the stem(s) {dup[:5]}: their maps would overwrite each other")
     mine = items[shard::num_shards]
     out_dir = Path(out_dir); out_dir.mkdir(parents=True, exist_ok=True)
-    settings = json.loads(json.dumps(dict(generator=_describe(generator), crop=crop, overlap=overlap,
-                                          max_objects=max_objects, min_area=min_area, merge_seams=merge_seams), default=str))
+    opts = dict(crop=crop, overlap=overlap, max_objects=max_objects, min_area=min_area, merge_seams=merge_seams)
+    settings = json.loads(json.dumps(dict(generator=_describe(generator), **opts), default=str))
     record = json.dumps(settings, sort_keys=True, separators=(",", ":"), ensure_ascii=True)
     mpath = out_dir / ("manifest.json" if num_shards == 1 else f"manifest_{shard}-of-{num_shards}.json")
     held = _run_lock(out_dir, shard, num_shards)
@@ -562,23 +615,15 @@ def generate_dataset(images, out_dir, generator, crop: int | None = 512, overlap
         state = {} if overwrite else _existing_maps(out_dir, mine, record, entries)   # all checked before any write
         atomic_write_json(mpath, manifest)                                 # before the first map
         if not overwrite: _check_manifests(out_dir, mpath, settings)       # a shard with other settings started meanwhile
-        done = skipped = 0; t_start = last = time.perf_counter()
-        for stem, path in tqdm(mine, desc=f"SGO/SGB {out_dir.name} [{shard + 1}/{num_shards}]", disable=not progress):
-            if state.get(stem, "") is None:
-                if stem not in entries:   # maps written by a run killed before its manifest update
-                    sgo, _ = read_sgo_sgb(out_dir, stem)
-                    entries[stem] = dict(image=str(path), shape=list(sgo.shape), objects=int(sgo.max()), seconds=None)
-                skipped += 1; continue
-            if stem in state: warnings.warn(f"{state[stem]}; the maps of {path.name} are generated again", stacklevel=2)
-            t0 = time.perf_counter()
-            sgo, sgb = generate_sgo_sgb(_load_image(path), generator, crop, overlap, max_objects, min_area, merge_seams)
-            p_sgo, p_sgb = sgo_sgb_paths(out_dir, stem)
-            _write_map(p_sgb, sgb, record); _write_map(p_sgo, sgo, record)   # SGO last: its presence marks the image done
-            entries[stem] = dict(image=str(path), shape=list(sgo.shape), objects=int(sgo.max()),
-                                 boundary_fraction=round(float((sgb > 0).mean()), 5), seconds=round(time.perf_counter() - t0, 3))
-            done += 1
+        todo, skipped = _skip_or_todo(out_dir, mine, state, entries)
+        t_start = last = time.perf_counter()
+        run = _in_processes(todo, generator, opts, out_dir, record, workers) if workers > 1 and len(todo) > 1 \
+            else _pipelined(todo, generator, opts, out_dir, record)
+        for stem, entry in tqdm(run, total=len(todo), desc=f"SGO/SGB {out_dir.name} [{shard + 1}/{num_shards}]",
+                                disable=not progress):
+            entries[stem] = entry
             if time.perf_counter() - last > 10: atomic_write_json(mpath, manifest); last = time.perf_counter()
-        manifest.update(status="complete", generated=done, skipped=skipped, total=len(mine),
+        manifest.update(status="complete", generated=len(todo), skipped=skipped, total=len(mine),
                         seconds=round(time.perf_counter() - t_start, 3))
         atomic_write_json(mpath, manifest)
     finally: _unlock(held)
