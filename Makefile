@@ -1,17 +1,23 @@
-# The two commands of the README:
+# The commands of the README:
 #   make demo   - the paper's pipeline on generated Vaihingen-format data, on the CPU (results/demo/)
 #   make test   - sync checks, every notebook (nbdev_test) and the pytest suite
-# Both create .venv and install everything on first use; nothing else needs installing by hand.
+#   make lab    - JupyterLab on 127.0.0.1 at nbs/03_losses.ipynb (prints the URL with its token)
+# Each creates .venv and installs everything on first use (the package with its dev extras: nbdev, pytest,
+# JupyterLab, ipympl); nothing else needs installing by hand.
 SHELL := /bin/bash
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
+# the exact torch build this project is tested with (the package itself only asks for torch>=2.4)
+TORCH ?= torch==2.14.1 torchvision==0.29.1
 NB_TIMEOUT ?= 1200
+LAB_PORT ?= 0
+LAB_NOTEBOOK ?= nbs/03_losses.ipynb
 PYTEST_TIMEOUT ?= 900
 export MPLBACKEND = Agg
 export PYTHONUNBUFFERED = 1
 
-.PHONY: install test sync lint nbtest pytest demo readme export bench
+.PHONY: install test sync lint nbtest pytest demo readme export bench lab
 
 # The install also brings the optional object generators (extras samhq, sam2: HQ-SAM and SAM 2) so that their tests
 # run; sam2 is an sdist built against the torch above (--no-build-isolation: seconds instead of minutes) and
@@ -19,7 +25,7 @@ export PYTHONUNBUFFERED = 1
 $(VENV)/.installed: settings.ini setup.py pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
-	$(BIN)/python -m pip install -q torch==2.14.1 torchvision==0.29.1
+	$(BIN)/python -m pip install -q $(TORCH)
 	$(BIN)/python -m pip install -q -e ".[dev]"
 	SAM2_BUILD_CUDA=0 $(BIN)/python -m pip install -q --no-build-isolation -e ".[dev,samhq,sam2]"
 	$(BIN)/python -m ipykernel install --sys-prefix --name python3 >/dev/null
@@ -63,3 +69,15 @@ demo: install
 
 bench: install
 	$(BIN)/nbdev_test --path nbs/90_benchmarks.ipynb --flags slow --do_print
+
+# JupyterLab on the loopback interface only, with a fresh token; LAB_PORT=0 takes a free port (LAB_PORT=8888 to
+# fix it). The Agg backend exported above is dropped so that notebooks show their figures inline.
+lab: install
+	@port=$$($(BIN)/python -c "import socket; s = socket.socket(); s.bind(('127.0.0.1', $(LAB_PORT))); print(s.getsockname()[1])") && \
+	token=$$($(BIN)/python -c "import secrets; print(secrets.token_hex(24))") && \
+	echo "JupyterLab: http://127.0.0.1:$$port/lab/tree/$(LAB_NOTEBOOK)?token=$$token" && \
+	echo "(open it in a browser on this machine; Ctrl-C here stops the server)" && \
+	exec env -u MPLBACKEND $(BIN)/jupyter lab --no-browser --ServerApp.ip=127.0.0.1 --ServerApp.port=$$port \
+		--ServerApp.port_retries=0 --IdentityProvider.token=$$token --ServerApp.root_dir=$(CURDIR) \
+		--LabApp.default_url=/lab/tree/$(LAB_NOTEBOOK) --LabApp.news_url=None \
+		--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate $$([ "$$(id -u)" = 0 ] && echo --allow-root)

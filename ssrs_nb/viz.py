@@ -48,32 +48,35 @@ def colorize_sgo(sgo: np.ndarray) -> np.ndarray:
     sgo = np.asarray(sgo)
     return id_colors(int(sgo.max(initial=0)))[sgo.astype(np.intp)]
 
-# %% ../nbs/08_viz.ipynb #eba12a20
+# %% ../nbs/08_viz.ipynb #11f4986a
 def _sample(s, keys):
     return tuple(s.get(k) for k in keys) if isinstance(s, dict) else tuple(s) + (None,) * (len(keys) - len(s))
 
-def _grid(rows, titles, scale=2.4, dpi=80):
+def _grid(rows, titles, scale=2.4, dpi=100, title=None):
     import matplotlib.pyplot as plt
     n, m = len(rows), len(titles)
-    fig, axes = plt.subplots(n, m, figsize=(scale * m, scale * n), dpi=dpi, squeeze=False)
+    # constrained layout also makes room for a suptitle added later (`fig.suptitle`), which tight_layout does not
+    fig, axes = plt.subplots(n, m, figsize=(scale * m, scale * n + (0.3 if title else 0)), dpi=dpi, squeeze=False,
+                             layout="constrained")
     for r, row in enumerate(rows):
         for c, im in enumerate(row):
             ax = axes[r, c]; ax.set_xticks([]); ax.set_yticks([])
             if im is not None: ax.imshow(im, cmap="gray" if im.ndim == 2 else None, vmin=0, vmax=255, interpolation="nearest")
             if r == 0: ax.set_title(titles[c], fontsize=9)
-    fig.tight_layout()
+    if title: fig.suptitle(title, fontsize=10)
     return fig
 
-def fig1_panel(samples, palette="vaihingen", titles=("(a) image", "(b) ground truth", "(c) SGO", "(d) SGB"), dpi=80):
+def fig1_panel(samples, palette="vaihingen", titles=("(a) image", "(b) ground truth", "(c) SGO", "(d) SGB"), dpi=100,
+               title=None):
     "Paper Fig. 1: one row per `(image, gt, sgo, sgb)` sample; returns the matplotlib figure."
     rows = []
     for s in samples:
         img, gt, sgo, sgb = _sample(s, ("image", "gt", "sgo", "sgb"))
         rows.append([img, None if gt is None else colorize(gt, palette),
                      None if sgo is None else colorize_sgo(sgo), None if sgb is None else np.asarray(sgb)])
-    return _grid(rows, titles, dpi=dpi)
+    return _grid(rows, titles, dpi=dpi, title=title)
 
-def fig3_panel(samples, palette="vaihingen", names=("baseline", "ours"), dpi=80):
+def fig3_panel(samples, palette="vaihingen", names=("baseline", "ours"), dpi=100, title=None):
     "Paper Fig. 3/4: one row per `(image, gt, [pred, …])` sample, predictions named by `names`; returns the figure."
     rows = []
     for s in samples:
@@ -83,7 +86,7 @@ def fig3_panel(samples, palette="vaihingen", names=("baseline", "ours"), dpi=80)
         rows.append([img, None if gt is None else colorize(gt, palette)] + [colorize(p, palette) for p in preds])
     letters = "abcdefgh"
     titles = ["(a) image", "(b) ground truth"] + [f"({letters[i + 2]}) {n}" for i, n in enumerate(names)]
-    return _grid(rows, titles, dpi=dpi)
+    return _grid(rows, titles, dpi=dpi, title=title)
 
 # %% ../nbs/08_viz.ipynb #f67bae4c
 def plot_history(history: list, title: str = ""):
@@ -148,15 +151,21 @@ class ObjectIndex:
         i, a = self.at(y, x)
         return f"(y={y}, x={x}): " + (f"object {i}, {a} px" if i else "no object (background or boundary)")
 
-# %% ../nbs/08_viz.ipynb #a1b4a107
+# %% ../nbs/08_viz.ipynb #e493d6fd
+_TITLE_PX = 28   # room above the image for the title line
+
 class SGOViewer:
     "ipywidgets viewer: choose a tile, toggle SGO/SGB/GT layers, set the opacity, read object ids and areas."
-    def __init__(self, items, loader, palette="vaihingen", dpi=80):
+    def __init__(self, items, loader, palette="vaihingen", size: int = 512, dpi: int = 100):
         items = list(items)
         if not items: raise ValueError("SGOViewer: no items to browse; pass at least one tile name")
-        self.items, self.loader, self.palette, self.dpi = items, loader, palette, dpi
-        self._cache, self.fig, self.widget = {}, None, None
-        self.state = dict(item=items[0], sgo=True, sgb=True, gt=False, alpha=0.5)
+        if len(set(items)) != len(items):
+            raise ValueError(f"SGOViewer: duplicate tile names {sorted({i for i in items if items.count(i) > 1})}; "
+                             f"pass each tile once")
+        if not 64 <= int(size) <= 4096: raise ValueError(f"SGOViewer: size={size} px; pass 64…4096 (default 512)")
+        self.items, self.loader, self.palette, self.size, self.dpi = items, loader, palette, int(size), dpi
+        self._cache, self.fig, self.widget, self.controls = {}, None, None, {}
+        self.state = dict(item=items[0], sgo=True, sgb=True, gt=False, alpha=0.5, y=0, x=0)
 
     def data(self, item=None) -> dict:
         "The arrays of `item` (default: the current one), loaded once."
@@ -179,59 +188,81 @@ class SGOViewer:
         ix = self.data()["index"]
         return f"{self.state['item']} " + (ix.describe(y, x) if ix is not None else f"(y={y}, x={x}): no SGO loaded")
 
+    def readout(self) -> str:
+        "The read-out line: the object at the state's (y, x) in the current tile."
+        try: return self.info(self.state["y"], self.state["x"])
+        except ValueError as e: return f"{self.state['item']}: {e}"
+
     def render(self):
         "Draw the current view as a matplotlib figure (also the static output under papermill / nbdev_test)."
         import matplotlib.pyplot as plt
         if self.fig is None:
-            self.fig, self.ax = plt.subplots(figsize=(5, 5), dpi=self.dpi)
+            with plt.ioff():   # not shown by itself: the viewer shows it (no second, stale copy under the widget)
+                self.fig = plt.figure(figsize=(self.size / self.dpi, (self.size + _TITLE_PX) / self.dpi), dpi=self.dpi)
+            self.ax = self.fig.add_axes((0, 0, 1, self.size / (self.size + _TITLE_PX)))
             self._im = None
+            for k in ("header_visible", "footer_visible"):   # ipympl's canvas: no "Figure 1" header
+                if hasattr(self.fig.canvas, k): setattr(self.fig.canvas, k, False)
             if hasattr(self.fig.canvas, "mpl_connect"):
                 self.fig.canvas.mpl_connect("motion_notify_event", self._on_mouse)
                 self.fig.canvas.mpl_connect("button_press_event", self._on_mouse)
         comp = self.composite()
         if self._im is None or self._im.get_array().shape != comp.shape:
-            self.ax.clear(); self._im = self.ax.imshow(comp, interpolation="nearest"); self.ax.set_xticks([]); self.ax.set_yticks([])
+            self.ax.clear(); self._im = self.ax.imshow(comp, interpolation="nearest"); self.ax.set_axis_off()
         else: self._im.set_data(comp)
         layers = [k for k in ("sgo", "sgb", "gt") if self.state[k]]
-        self.ax.set_title(f"{self.state['item']}: {' + '.join(layers) or 'image'} (opacity {self.state['alpha']:.2f})", fontsize=9)
+        self.fig.suptitle(f"{self.state['item']}: {' + '.join(layers) or 'image'} (opacity {self.state['alpha']:.2f})",
+                          fontsize=10, y=1 - 0.5 * _TITLE_PX / (self.size + _TITLE_PX), va="center")
         self.fig.canvas.draw_idle()
         return self.fig
 
     def _on_mouse(self, ev):
-        if ev.inaxes is not self.ax or ev.xdata is None: return
-        y, x = int(round(ev.ydata)), int(round(ev.xdata))
-        try: msg = self.info(y, x)
-        except ValueError: return
-        if self.widget is not None: self._label.value = msg
+        if ev.inaxes is not self.ax or ev.xdata is None or not self.controls: return
+        h, w = self.data()["image"].shape[:2]
+        y, x = min(max(int(round(ev.ydata)), 0), h - 1), min(max(int(round(ev.xdata)), 0), w - 1)
+        self.controls["y"].value, self.controls["x"].value = y, x   # their observers refresh the read-out
 
-    def show(self):
-        "Build (and display, in a notebook) the widget; returns it. The static figure is rendered either way."
+    def build(self):
+        "Make the widget (dropdown, layer boxes, opacity, the image, y/x boxes, read-out) without displaying it."
         import ipywidgets as w
         from IPython.display import display
-        import matplotlib.pyplot as plt
-        s = self.state
-        dd = w.Dropdown(options=self.items, value=s["item"], description="tile")
-        boxes = {k: w.Checkbox(value=s[k], description=k.upper(), indent=False) for k in ("sgo", "sgb", "gt")}
-        op = w.FloatSlider(value=s["alpha"], min=0, max=1, step=0.05, description="opacity")
-        yb, xb = w.BoundedIntText(0, min=0, max=10**6, description="y"), w.BoundedIntText(0, min=0, max=10**6, description="x")
-        self._label = w.Label("hover or click on the image, or type y/x")
+        s, interactive = self.state, _interactive_backend()
+        c = self.controls
+        c["tile"] = w.Dropdown(options=self.items, value=s["item"], description="tile")
+        c.update({k: w.Checkbox(value=s[k], description=k.upper(), indent=False, layout=w.Layout(width="6em"))
+                  for k in ("sgo", "sgb", "gt")})
+        c["opacity"] = w.FloatSlider(value=s["alpha"], min=0, max=1, step=0.05, description="opacity")
+        c["y"], c["x"] = (w.BoundedIntText(s[k], min=0, max=10**6, description=k, layout=w.Layout(width="9em"),
+                                           style={"description_width": "1.5em"}) for k in ("y", "x"))
+        c["readout"] = w.Label()
         out = w.Output()
+        def refresh(*_):
+            s.update(y=c["y"].value, x=c["x"].value); c["readout"].value = self.readout()
         def update(*_):
-            s.update(item=dd.value, alpha=op.value, **{k: b.value for k, b in boxes.items()})
-            h, wd = self.data()["image"].shape[:2]; yb.max, xb.max = h - 1, wd - 1
+            s.update(item=c["tile"].value, alpha=c["opacity"].value, **{k: c[k].value for k in ("sgo", "sgb", "gt")})
+            h, wd = self.data()["image"].shape[:2]
+            c["y"].max, c["x"].max = h - 1, wd - 1   # may clamp y/x to the new tile
             fig = self.render()
-            if not _interactive_backend():
+            if not interactive:
                 with out: out.clear_output(wait=True); display(fig)
-        def look(*_):
-            self._label.value = self.info(yb.value, xb.value)
-        for c in (dd, op, *boxes.values()): c.observe(update, "value")
-        for c in (yb, xb): c.observe(look, "value")
-        self.widget = w.VBox([w.HBox([dd, op]), w.HBox(list(boxes.values())), out if not _interactive_backend() else
-                              self.render().canvas, w.HBox([yb, xb]), self._label])
-        update(); look()
-        display(self.widget)
-        if not _interactive_backend(): plt.close(self.fig)
+            refresh()                                # every change: the read-out is about the tile on screen
+        for k in ("tile", "opacity", "sgo", "sgb", "gt"): c[k].observe(update, "value")
+        for k in ("y", "x"): c[k].observe(refresh, "value")
+        update()
+        hint = "hover or click on the image" if interactive else "type y/x (hover: %matplotlib widget)"
+        self.widget = w.VBox([w.HBox([c["tile"], c["opacity"]]), w.HBox([c["sgo"], c["sgb"], c["gt"]]),
+                              self.fig.canvas if interactive else out,
+                              w.HBox([c["y"], c["x"], w.Label(hint)]), c["readout"]])
+        if not interactive:
+            import matplotlib.pyplot as plt
+            plt.close(self.fig)   # drawn into the Output widget only
         return self.widget
+
+    def show(self):
+        "Build and display the widget; returns it."
+        from IPython.display import display
+        widget = self.build(); display(widget)
+        return widget
 
 def _interactive_backend() -> bool:
     import matplotlib

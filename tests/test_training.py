@@ -204,7 +204,8 @@ def test_papermill_every_parameter_overridden(data, tmp_path, monkeypatch):
     outputs = [o for c in cells if c["cell_type"] == "code" for o in c.get("outputs", [])]
     assert sum("image/png" in o.get("data", {}) for o in outputs) >= 2                 # curves + Fig. 3 panel
     text = "".join("".join(o.get("text", "")) for o in outputs)
-    assert "mF1 | mIoU" in text and "selection: best test mIoU" in text
+    html = "".join("".join(o.get("data", {}).get("text/html", "")) for o in outputs)   # the scores: an HTML table
+    assert "<th>mF1</th>" in html and "<th>mIoU</th>" in html and "selection: best test mIoU" in text
 
 
 @pytest.mark.parametrize("bad,msg", [(dict(backbone="resnet81"), "resnet81"), (dict(epoch=3), "unknown parameter(s) ['epoch']"),
