@@ -191,8 +191,7 @@ class Bench:
     # --- the data loader --------------------------------------------------------------------------------------
     def loader(self, tmp):
         from ssrs_nb.data import WindowDataset, list_tiles
-        try: from ssrs_nb.synthetic import make_synthetic_vaihingen
-        except ImportError: from ssrs_nb.data import make_synthetic_vaihingen
+        from ssrs_nb.synthetic import make_synthetic_vaihingen
         from reference import gt_sgo_sgb_maps
         size = max(2 * self.s["window"], 512 if not self.a.smoke else 128)
         make_synthetic_vaihingen(tmp / "v", ids=[1, 3], size=size)

@@ -119,18 +119,20 @@ class LossMeter:
     def finite(self) -> bool: return self.sum is None or bool(torch.isfinite(self.sum).all())
     def reset(self): self.sum, self.n = None, 0
 
-# %% ../nbs/06b_fast.ipynb #9dbe1911
+# %% ../nbs/06b_fast.ipynb #230454b9
 class TrainStep:
     "One training step (zero grad, forward, Eq. 2, backward, update) returning the loss parts as a device tensor; compiled or eager."
     def __init__(self, model: nn.Module, opt: torch.optim.Optimizer, use_obj: bool = True, use_bdy: bool = True,
                  lambda_obj: float = 1.0, lambda_bdy: float = 0.1, aux_loss: bool = False, lambda_aux: float = 0.4,
                  amp_dtype: Optional[torch.dtype] = None, scaler=None, compile: bool | str = "auto",
-                 channels_last: Optional[bool] = None, device=None, log: Callable = print):
+                 channels_last: Optional[bool] = None, device=None, log: Callable = print, max_objects: int = 50,
+                 theta0: int = 3, theta: int = 5):
         self.model, self.opt, self.scaler = model, opt, scaler
         p = next(iter(model.parameters()))
         self.device = torch.device(device) if device is not None else p.device
         self.amp_dtype, self.aux_loss, self.lambda_aux, self.log = amp_dtype, aux_loss, lambda_aux, log
-        self.kw = dict(lambda_obj=lambda_obj, lambda_bdy=lambda_bdy, use_obj=use_obj, use_bdy=use_bdy)
+        self.kw = dict(lambda_obj=lambda_obj, lambda_bdy=lambda_bdy, use_obj=use_obj, use_bdy=use_bdy,
+                       max_objects=max_objects, theta0=theta0, theta=theta)
         self.names = PARTS + (("aux",) if aux_loss else ())
         self.compiled = resolve_compile(compile, self.device, log) if isinstance(compile, str) else bool(compile)
         self.channels_last = (self.device.type == "cuda") if channels_last is None else channels_last
