@@ -6,6 +6,11 @@ image (superpixels and SAM), and the estimated time of one paper run and of the 
     python benchmarks/gpu.py [--out gpu.json] [--rows REGEX] [--compile auto|off|on]   # paper sizes
     python benchmarks/gpu.py --smoke --out /tmp/smoke.json                              # tiny sizes, CPU, < 1 min
 
+On a lent GPU with minutes to spare, the rows that need compiling (each fast-path row compiles its own step: about
+a minute for R18, more for Swin) can be narrowed to the ones the estimates need:
+
+    python benchmarks/gpu.py --out gpu.json --rows 'resnet18/(fp32|bf16)|swin/bf16/seg\+obj\+bdy|losses|sgo'
+
 Times are medians of `--steps` calls after `--warmup` calls, taken with CUDA events on a GPU (perf_counter on the
 CPU). Rows that need a GPU (peak GPU memory) read "not measured" without one; rows skipped by --smoke or --rows say
 so. Random-weight models and generated data: speed does not depend on the weight values.
