@@ -15,7 +15,7 @@ Times are medians of `--steps` calls after `--warmup` calls, taken with CUDA eve
 CPU). Rows that need a GPU (peak GPU memory) read "not measured" without one; rows skipped by --smoke or --rows say
 so. Random-weight models and generated data: speed does not depend on the weight values.
 """
-import argparse, datetime, json, math, os, platform, re, statistics, sys, tempfile, time
+import argparse, datetime, math, os, platform, re, statistics, sys, tempfile, time
 from pathlib import Path
 
 import numpy as np
@@ -134,7 +134,7 @@ class Bench:
                             st = TrainStep(model, opt, amp_dtype=adt, compile=self.a.compile, device=self.dev, **use)
                             fn, note = st, f"ssrs_nb.fast.TrainStep, compiled={st.compiled}, channels_last={st.channels_last}"
                         batch = fake_batch(B, w, self.C, self.dev)
-                        t = self.clock(lambda: fn(batch))
+                        t = self.clock(lambda fn=fn, batch=batch: fn(batch))
                         self.row(key, what, t, "s", goal, note=f"{note}; batch {B}, {w}²")
                         del model, opt, fn
                         if self.dev.type == "cuda": torch.cuda.empty_cache()

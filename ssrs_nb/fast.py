@@ -6,9 +6,8 @@
 __all__ = ['PARTS', 'COMPILE_MODES', 'fused_total_loss', 'compile_available', 'resolve_compile', 'make_sgd', 'LossMeter',
            'TrainStep']
 
-# %% ../nbs/06b_fast.ipynb #55146153
-import time, warnings
-from typing import Callable, Literal, Optional
+# %% ../nbs/06b_fast.ipynb #1d0c1576
+from typing import Callable, Optional
 
 import torch
 from torch import nn
@@ -99,7 +98,7 @@ def resolve_compile(mode: str, device, log: Callable = print) -> bool:
     log(f"compile='auto': torch.compile unavailable on {dev} ({why}); using the eager step")
     return False
 
-# %% ../nbs/06b_fast.ipynb #e748329c
+# %% ../nbs/06b_fast.ipynb #908d4b58
 def make_sgd(params, lr: float, momentum: float = 0.9, weight_decay: float = 5e-4, device="cpu",
              fused: Optional[bool] = None) -> torch.optim.SGD:
     "The paper's SGD; `fused=None` uses the fused kernel on CUDA (one launch for all parameters) and the for-each form elsewhere."
@@ -115,7 +114,7 @@ class LossMeter:
         self.sum = parts.detach().clone() if self.sum is None else self.sum + parts.detach(); self.n += 1
     def mean(self) -> dict:
         if self.sum is None: return {}
-        return dict(zip(self.names, (self.sum / self.n).tolist()))
+        return dict(zip(self.names, (self.sum / self.n).tolist(), strict=True))
     def finite(self) -> bool: return self.sum is None or bool(torch.isfinite(self.sum).all())
     def reset(self): self.sum, self.n = None, 0
 

@@ -82,7 +82,7 @@ def _band_rows(band_rows, H: int, wh: int, ys_batch: np.ndarray) -> int:
                          f"start rows); use band_rows >= {need}, a smaller batch_size, or band_rows=None (whole scene)")
     return min(int(band_rows), H)
 
-# %% ../nbs/06_inference.ipynb #e13bbb73
+# %% ../nbs/06_inference.ipynb #508a1936
 @torch.inference_mode()
 def sliding_window_predict(model: nn.Module, image, num_classes: int, window: int = 256, stride: int = 32,
                            batch_size: int = 16, device=None, tta=False, amp: bool = False,
@@ -128,7 +128,7 @@ def sliding_window_predict(model: nn.Module, image, num_classes: int, window: in
         done = b
 
     was_training = model.training; model.eval()
-    batches = zip(b0s.tolist(), yb.tolist())
+    batches = zip(b0s.tolist(), yb.tolist(), strict=True)
     if progress:
         from tqdm.auto import tqdm
         batches = tqdm(batches, total=len(b0s), desc="windows", unit="batch", leave=False)

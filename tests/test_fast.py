@@ -6,7 +6,7 @@ import pytest
 import torch
 from torch import nn
 
-from ssrs_nb.fast import LossMeter, PARTS, TrainStep, fused_total_loss, make_sgd, compile_available
+from ssrs_nb.fast import PARTS, LossMeter, TrainStep, compile_available, make_sgd
 from ssrs_nb.losses import total_loss
 
 
@@ -51,7 +51,7 @@ def test_eager_fast_step_equals_eager_training():
     got, m, meter, step = fast_run(bs, "off")
     assert not step.compiled
     torch.testing.assert_close(got, ref, rtol=1e-5, atol=1e-5)
-    for p, q in zip(m.parameters(), rm.parameters()): torch.testing.assert_close(p, q, rtol=1e-5, atol=1e-6)
+    for p, q in zip(m.parameters(), rm.parameters(), strict=True): torch.testing.assert_close(p, q, rtol=1e-5, atol=1e-6)
     mean = meter.mean()
     for i, k in enumerate(PARTS): assert abs(mean[k] - ref[:, i].mean().item()) < 1e-5
     assert meter.finite()
@@ -70,7 +70,7 @@ def test_fused_sgd_equals_foreach():
             if fused: pytest.skip(f"fused SGD unsupported on the CPU here: {e}")
             raise
         ms.append(m)
-    for p, q in zip(ms[0].parameters(), ms[1].parameters()): torch.testing.assert_close(p, q, rtol=1e-5, atol=1e-6)
+    for p, q in zip(ms[0].parameters(), ms[1].parameters(), strict=True): torch.testing.assert_close(p, q, rtol=1e-5, atol=1e-6)
 
 
 def test_nonfinite_seen_by_meter():
@@ -87,7 +87,7 @@ def test_compiled_step_equals_eager_training():
     got, m, _, step = fast_run(bs, "on")
     assert step.compiled
     torch.testing.assert_close(got, ref, rtol=1e-4, atol=1e-4)
-    for p, q in zip(m.parameters(), rm.parameters()): torch.testing.assert_close(p, q, rtol=1e-4, atol=1e-4)
+    for p, q in zip(m.parameters(), rm.parameters(), strict=True): torch.testing.assert_close(p, q, rtol=1e-4, atol=1e-4)
 
 
 # --- the training loop with the compiled step (TrainConfig.compile) -------------------------------------------------
@@ -125,9 +125,9 @@ def test_train_with_fast_step_equals_eager(tmp_path, monkeypatch):
     monkeypatch.setattr(fast, "_PROBED", {})
     got = train(_cfg(d, tmp_path / "fast", compile="on"), model_fn=small)
     assert [s["iteration"] for s in got["steps"]] == [s["iteration"] for s in ref["steps"]] == [2, 4, 6, 8, 10]
-    for a, b in zip(got["steps"], ref["steps"]):
+    for a, b in zip(got["steps"], ref["steps"], strict=True):
         for k in ("seg", "obj", "bdy", "total"): assert abs(a["loss"][k] - b["loss"][k]) < 1e-5, (a, b)
-    for a, b in zip(got["history"], ref["history"]):
+    for a, b in zip(got["history"], ref["history"], strict=True):
         for k in ("seg", "obj", "bdy", "total"): assert abs(a["train"][k] - b["train"][k]) < 1e-5, (a, b)
         assert abs(a["eval"]["miou"] - b["eval"]["miou"]) < 1e-6
     # the CPU default ('auto') is the eager step: the same numbers as compile='off', bit for bit

@@ -2,7 +2,6 @@
 import json, math, subprocess, sys
 from pathlib import Path
 
-import torch
 
 ROOT = Path(__file__).resolve().parent.parent
 
