@@ -15,18 +15,27 @@ Times are medians of `--steps` calls after `--warmup` calls, taken with CUDA eve
 CPU). Rows that need a GPU (peak GPU memory) read "not measured" without one; rows skipped by --smoke or --rows say
 so. Random-weight models and generated data: speed does not depend on the weight values.
 """
-import argparse, datetime, math, os, platform, re, statistics, sys, tempfile, time
+import argparse
+import datetime
+import math
+import os
+import platform
+import re
+import statistics
+import sys
+import tempfile
+import time
 from pathlib import Path
 
 import numpy as np
 import torch
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT)); sys.path.insert(0, str(ROOT / "tests"))
-from ssrs_nb.core import get_device, get_preset, atomic_write_json  # noqa: E402
-from ssrs_nb.losses import total_loss, object_loss, boundary_loss  # noqa: E402
-from ssrs_nb.fast import TrainStep, make_sgd, resolve_compile, _obj_term, _bdy_term  # noqa: E402
-from ssrs_nb.inference import sliding_window_predict, window_starts, eval_epochs  # noqa: E402
+sys.path.insert(0, str(ROOT))
+from ssrs_nb.core import atomic_write_json, get_device, get_preset  # noqa: E402
+from ssrs_nb.fast import TrainStep, _bdy_term, _obj_term, make_sgd, resolve_compile  # noqa: E402
+from ssrs_nb.inference import eval_epochs, sliding_window_predict, window_starts  # noqa: E402
+from ssrs_nb.losses import boundary_loss, object_loss, total_loss  # noqa: E402
 
 NOT_MEASURED = "not measured"
 PAPER = dict(epochs=50, iters=1000, milestones=[25, 35, 45], batch=10, window=256)
@@ -198,8 +207,8 @@ class Bench:
     # --- the data loader --------------------------------------------------------------------------------------
     def loader(self, tmp):
         from ssrs_nb.data import WindowDataset, list_tiles
+        from ssrs_nb.reference import gt_sgo_sgb_maps
         from ssrs_nb.synthetic import make_synthetic_vaihingen
-        from reference import gt_sgo_sgb_maps
         size = max(2 * self.s["window"], 512 if not self.a.smoke else 128)
         make_synthetic_vaihingen(tmp / "v", ids=[1, 3], size=size)
         tiles = list_tiles("vaihingen", tmp / "v", "train", ids=[1, 3])
@@ -231,7 +240,7 @@ class Bench:
     # --- SGO/SGB generation -----------------------------------------------------------------------------------
     def sgo(self, tiles):
         from ssrs_nb.data import read_image
-        from ssrs_nb.sam import SuperpixelGenerator, generate_sgo_sgb, mask_generator_from_model, build_tiny_sam
+        from ssrs_nb.sam import SuperpixelGenerator, build_tiny_sam, generate_sgo_sgb, mask_generator_from_model
         n = self.s["sgo_size"]
         img = read_image(tiles[0].image_path)
         img = np.ascontiguousarray(np.tile(img, (n // img.shape[0] + 1, n // img.shape[1] + 1, 1))[:n, :n])

@@ -7,11 +7,11 @@ __all__ = ['PARTS', 'COMPILE_MODES', 'fused_total_loss', 'compile_available', 'r
            'TrainStep']
 
 # %% ../nbs/06b_fast.ipynb #1d0c1576
-from typing import Callable, Optional
+from collections.abc import Callable
 
 import torch
-from torch import nn
 import torch.nn.functional as F
+from torch import nn
 
 from .core import IGNORE_INDEX, check_choice
 
@@ -52,8 +52,8 @@ def _bdy_term(pred, sgb, theta0: int, theta: int):
     has = g.flatten(1).amax(1)                                                     # 1 where the image has a boundary
     return ((1 - bf1) * has).sum() / has.sum().clamp(min=1)
 
-def fused_total_loss(pred: torch.Tensor, target: torch.Tensor, sgo: Optional[torch.Tensor] = None,
-                     sgb: Optional[torch.Tensor] = None, lambda_obj: float = 1.0, lambda_bdy: float = 0.1,
+def fused_total_loss(pred: torch.Tensor, target: torch.Tensor, sgo: torch.Tensor | None = None,
+                     sgb: torch.Tensor | None = None, lambda_obj: float = 1.0, lambda_bdy: float = 0.1,
                      use_obj: bool = True, use_bdy: bool = True, ignore_index: int = IGNORE_INDEX,
                      max_objects: int = 50, theta0: int = 3, theta: int = 5):
     "Eq. 2 like `losses.total_loss` (agnostic boundary) with no host read: `(loss, parts)`, parts a detached (4,) device tensor in `PARTS` order."
@@ -100,7 +100,7 @@ def resolve_compile(mode: str, device, log: Callable = print) -> bool:
 
 # %% ../nbs/06b_fast.ipynb #908d4b58
 def make_sgd(params, lr: float, momentum: float = 0.9, weight_decay: float = 5e-4, device="cpu",
-             fused: Optional[bool] = None) -> torch.optim.SGD:
+             fused: bool | None = None) -> torch.optim.SGD:
     "The paper's SGD; `fused=None` uses the fused kernel on CUDA (one launch for all parameters) and the for-each form elsewhere."
     dev = torch.device(device)
     if fused is None: fused = dev.type == "cuda"
@@ -123,8 +123,8 @@ class TrainStep:
     "One training step (zero grad, forward, Eq. 2, backward, update) returning the loss parts as a device tensor; compiled or eager."
     def __init__(self, model: nn.Module, opt: torch.optim.Optimizer, use_obj: bool = True, use_bdy: bool = True,
                  lambda_obj: float = 1.0, lambda_bdy: float = 0.1, aux_loss: bool = False, lambda_aux: float = 0.4,
-                 amp_dtype: Optional[torch.dtype] = None, scaler=None, compile: bool | str = "auto",
-                 channels_last: Optional[bool] = None, device=None, log: Callable = print, max_objects: int = 50,
+                 amp_dtype: torch.dtype | None = None, scaler=None, compile: bool | str = "auto",
+                 channels_last: bool | None = None, device=None, log: Callable = print, max_objects: int = 50,
                  theta0: int = 3, theta: int = 5):
         self.model, self.opt, self.scaler = model, opt, scaler
         p = next(iter(model.parameters()))

@@ -1,6 +1,6 @@
 "ssrs_nb.fast: the compiled and the eager fast step give the eager training step's loss curve and weights."
-import json, os
-from pathlib import Path
+import json
+import os
 
 import pytest
 import torch
@@ -92,10 +92,8 @@ def test_compiled_step_equals_eager_training():
 
 # --- the training loop with the compiled step (TrainConfig.compile) -------------------------------------------------
 def _data(tmp):
-    import sys
-    sys.path.insert(0, str(Path(__file__).parent))
-    from reference import gt_sgo_sgb_maps
     from ssrs_nb.data import list_tiles
+    from ssrs_nb.reference import gt_sgo_sgb_maps
     from ssrs_nb.synthetic import make_synthetic_vaihingen
     make_synthetic_vaihingen(tmp / "data", ids=[1, 3, 5], size=96)
     gt_sgo_sgb_maps(list_tiles("vaihingen", tmp / "data", "train", ids=[1, 3]), tmp / "sgo")

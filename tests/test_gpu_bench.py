@@ -1,7 +1,9 @@
 "benchmarks/gpu.py --smoke: every row of issue 12's table is present, measured ones are positive, GPU-only ones say so."
-import json, math, subprocess, sys
+import json
+import math
+import subprocess
+import sys
 from pathlib import Path
-
 
 ROOT = Path(__file__).resolve().parent.parent
 
