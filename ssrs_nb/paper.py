@@ -68,7 +68,7 @@ def paper_grid(datasets=("vaihingen", "loveda"), backbones=("resnet18", "swin"),
             runs += [Run(d, b, v, int(s)) for v in variants for s in seeds]
     return runs
 
-# %% ../nbs/09_paper.ipynb #0a187f59
+# %% ../nbs/09_paper.ipynb #97885149
 def run_complete(folder) -> bool:
     "True when `folder/metrics.json` exists and records a finished run (`status == 'finished'`, written by `train`)."
     p = Path(folder) / "metrics.json"
@@ -84,7 +84,7 @@ def _default_train_nb() -> Path:
         if (cand / "10_train.ipynb").is_file(): return cand / "10_train.ipynb"
     return Path.cwd() / "10_train.ipynb"
 
-_NOT_COMPARED = {"device", "resume", "out_dir", "overwrite", "progress", "threads", "num_workers", "amp"}
+_NOT_COMPARED = {"device", "resume", "out_dir", "overwrite", "progress", "threads", "num_workers", "amp", "compile"}
 
 def _config_mismatch(folder, params: dict) -> str:
     "The settings in `params` that differ from the finished run's recorded config, as 'key: recorded → requested'."
