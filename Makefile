@@ -52,7 +52,7 @@ pytest: export OMP_NUM_THREADS = 1
 pytest: install
 	timeout $(PYTEST_TIMEOUT) $(BIN)/python -m pytest tests -q -p no:cacheprovider
 
-test: sync nbtest pytest
+test: sync lint nbtest pytest
 
 export: install
 	$(BIN)/nbdev_clean && $(BIN)/nbdev_export && $(BIN)/python tools/params_cell.py && $(BIN)/nbdev_clean && $(BIN)/python tools/readme.py

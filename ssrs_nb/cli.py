@@ -6,7 +6,9 @@
 __all__ = ['parse_overrides', 'train_parser', 'load_config', 'train_main']
 
 # %% ../nbs/09a_cli.ipynb #27fc240a
-import argparse, json, sys
+import argparse
+import json
+import sys
 from pathlib import Path
 
 import torch.distributed as dist

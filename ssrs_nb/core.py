@@ -8,11 +8,18 @@ __all__ = ['MAX_PIXELS', 'IGNORE_INDEX', 'DatasetName', 'DATASETS', 'set_seed', 
            'load_checkpoint', 'check_pixels', 'resolve_bands', 'imread', 'imwrite_png', 'sha256_file',
            'image_to_tensor', 'DatasetPreset', 'check_choice', 'get_preset']
 
-# %% ../nbs/00_core.ipynb #d655752b
-import contextlib, hashlib, json, os, random, tempfile, time
-from dataclasses import dataclass, field
+# %% ../nbs/00_core.ipynb #38f860d2
+import contextlib
+import hashlib
+import json
+import os
+import random
+import tempfile
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable, Literal, Sequence, get_args
+from typing import Any, Literal
 
 import numpy as np
 import torch

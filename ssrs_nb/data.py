@@ -6,19 +6,16 @@
 __all__ = ['VAIHINGEN_LAYOUT', 'LOVEDA_LAYOUT', 'read_label', 'parse_scale', 'scale_limits', 'scale_to_uint8', 'read_image',
            'Tile', 'list_tiles', 'load_tile', 'iter_test_tiles', 'renumber_sgo', 'WindowDataset']
 
-# %% ../nbs/02_data.ipynb #aef3b1e8
-import math
+# %% ../nbs/02_data.ipynb #6dc16a2f
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator, Sequence
 
-import cv2
 import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from .core import (IGNORE_INDEX, MAX_PIXELS, atomic_write_bytes, get_preset, check_choice, imread,
-                          imwrite_png)
+from .core import IGNORE_INDEX, MAX_PIXELS, check_choice, get_preset, imread
 
 # %% ../nbs/02_data.ipynb #4b87ec1e
 def _rgb_code(arr: np.ndarray) -> np.ndarray:
@@ -232,7 +229,7 @@ def _sgo_sgb_files(sgo_dir: Path, stem: str):
 
 def _read_maps(sgo_dir: Path, tile: Tile, shape) -> tuple:
     "SGO (uint16) and SGB (uint8) of `tile` read and checked by `ssrs_nb.sam.read_sgo_sgb`, then checked against `shape`."
-    from ssrs_nb.sam import read_sgo_sgb   # damaged maps, wrong types and SGB values other than 0/255 are errors there
+    from ssrs_nb.sam import read_sgo_sgb  # damaged maps, wrong types and SGB values other than 0/255 are errors there
     sgo, sgb = read_sgo_sgb(sgo_dir, tile.stem)
     for name, m in (("sgo", sgo), ("sgb", sgb)):
         if m.shape != tuple(shape):
@@ -253,9 +250,9 @@ class WindowDataset(Dataset):
             if missing:
                 raise FileNotFoundError(
                     f"{self.sgo_dir}: {len(missing)} SGO/SGB map(s) missing, e.g.\n  " + "\n  ".join(missing[:6]) +
-                    f"\nExpected <sgo_dir>/<image stem>_sgo.png (uint16) and <image stem>_sgb.png (uint8) for every "
-                    f"tile. Generate them with ssrs_nb.sam.generate_dataset (nbs/11_generate_sgo.ipynb), or turn the "
-                    f"object and boundary losses off (sgo_dir=None).")
+                    "\nExpected <sgo_dir>/<image stem>_sgo.png (uint16) and <image stem>_sgb.png (uint8) for every "
+                    "tile. Generate them with ssrs_nb.sam.generate_dataset (nbs/11_generate_sgo.ipynb), or turn the "
+                    "object and boundary losses off (sgo_dir=None).")
         from tqdm.auto import tqdm
         self.images, self.labels, self.sgos, self.sgbs = [], [], [], []
         for t in tqdm(self.tiles, desc="loading tiles", disable=not progress, leave=False):

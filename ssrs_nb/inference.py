@@ -6,15 +6,13 @@
 __all__ = ['window_starts', 'coverage_count', 'sliding_window_predict', 'predict_tiles', 'evaluate', 'eval_epochs']
 
 # %% ../nbs/06_inference.ipynb #bc5cbe0c
-import math
-from typing import Callable, Iterable, Sequence
+from collections.abc import Sequence
 
 import numpy as np
 import torch
 from torch import nn
-import torch.nn.functional as F
 
-from .core import get_device, image_to_tensor, IGNORE_INDEX
+from .core import get_device, image_to_tensor
 
 # %% ../nbs/06_inference.ipynb #82144017
 def window_starts(length: int, window: int, stride: int) -> np.ndarray:
@@ -82,7 +80,32 @@ def _band_rows(band_rows, H: int, wh: int, ys_batch: np.ndarray) -> int:
                          f"start rows); use band_rows >= {need}, a smaller batch_size, or band_rows=None (whole scene)")
     return min(int(band_rows), H)
 
-# %% ../nbs/06_inference.ipynb #508a1936
+# %% ../nbs/06_inference.ipynb #38404d50
+def _window_plan(H: int, W: int, window: int, stride: int, batch_size: int, band_rows) -> tuple:
+    "Window starts (row-major), first index of each batch, its first/last start row, and the band's rows."
+    ys, xs = window_starts(H, window, stride), window_starts(W, window, stride)
+    st = np.stack(np.meshgrid(ys, xs, indexing="ij"), -1).reshape(-1, 2)                   # row-major window starts
+    b0s = np.arange(0, len(st), batch_size)
+    yb = np.stack([st[b0s, 0], st[np.minimum(b0s + batch_size, len(st)) - 1, 0]], 1)        # first/last start row per batch
+    wh = min(window, H)
+    if band_rows == "auto": band_rows = max(4 * window, int((yb[:, 1] - yb[:, 0]).max()) + wh)
+    return st, b0s, yb, _band_rows(band_rows, H, wh, yb)
+
+def _window_probs(model, xb, flips, dev, amp: bool, num_classes: int) -> torch.Tensor:
+    "Softmax scores of a batch of windows (B, C, h, w), summed over the flips (each flipped back)."
+    prob = 0
+    for fl in flips:
+        with _autocast(dev, amp):
+            out = model(xb.flip(fl) if fl else xb)
+        if isinstance(out, (tuple, list)): out = out[0]
+        if out.shape != (xb.shape[0], num_classes) + tuple(xb.shape[2:]):
+            raise ValueError(f"model output has shape {tuple(out.shape)}; expected {(xb.shape[0], num_classes) + tuple(xb.shape[2:])} "
+                             f"(batch, num_classes={num_classes}, window): check num_classes and that the "
+                             f"model returns full-resolution logits")
+        p = out.float().softmax(1)
+        prob = prob + (p.flip(fl) if fl else p)
+    return prob
+
 @torch.inference_mode()
 def sliding_window_predict(model: nn.Module, image, num_classes: int, window: int = 256, stride: int = 32,
                            batch_size: int = 16, device=None, tta=False, amp: bool = False,
@@ -93,12 +116,7 @@ def sliding_window_predict(model: nn.Module, image, num_classes: int, window: in
     if device is not None: model.to(dev)
     cin, H, W = x.shape
     wh, ww = min(window, H), min(window, W)
-    ys, xs = window_starts(H, window, stride), window_starts(W, window, stride)
-    st = np.stack(np.meshgrid(ys, xs, indexing="ij"), -1).reshape(-1, 2)                   # row-major window starts
-    b0s = np.arange(0, len(st), batch_size)
-    yb = np.stack([st[b0s, 0], st[np.minimum(b0s + batch_size, len(st)) - 1, 0]], 1)        # first/last start row per batch
-    if band_rows == "auto": band_rows = max(4 * window, int((yb[:, 1] - yb[:, 0]).max()) + wh)
-    n = _band_rows(band_rows, H, wh, yb)
+    st, b0s, yb, n = _window_plan(H, W, window, stride, batch_size, band_rows)
     pin = dev.type == "cuda"
     xh = x.reshape(cin, H * W)
     if pin and not xh.is_pinned(): xh = xh.pin_memory()
@@ -140,17 +158,7 @@ def sliding_window_predict(model: nn.Module, image, num_classes: int, window: in
             rows = (s[:, 0, None, None] + ar_h[None, :, None]) % n
             idx = rows * W + (s[:, 1, None, None] + ar_w[None, None, :])                  # (B,h,w) into the ring
             xb = xb_ring[:, idx].transpose(0, 1)                                          # (B,cin,h,w)
-            prob = 0
-            for fl in flips:
-                with _autocast(dev, amp):
-                    out = model(xb.flip(fl) if fl else xb)
-                if isinstance(out, (tuple, list)): out = out[0]
-                if out.shape != (len(s), num_classes, wh, ww):
-                    raise ValueError(f"model output has shape {tuple(out.shape)}; expected {(len(s), num_classes, wh, ww)} "
-                                     f"(batch, num_classes={num_classes}, window): check num_classes and that the "
-                                     f"model returns full-resolution logits")
-                p = out.float().softmax(1)
-                prob = prob + (p.flip(fl) if fl else p)
+            prob = _window_probs(model, xb, flips, dev, amp, num_classes)
             acc.index_add_(0, idx.reshape(-1), prob.permute(0, 2, 3, 1).reshape(-1, num_classes))
         download(H)
     finally:
@@ -160,9 +168,11 @@ def sliding_window_predict(model: nn.Module, image, num_classes: int, window: in
 
 # %% ../nbs/06_inference.ipynb #e39a2572
 import torch.distributed as dist
+
 from .core import get_preset
 from .data import iter_test_tiles
 from .metrics import confusion_matrix, segmentation_scores
+
 
 def predict_tiles(model: nn.Module, tiles: Sequence, num_classes: int | None = None, window: int = 256,
                   stride: int | None = None, batch_size: int = 16, device=None, tta=False, amp: bool = False,

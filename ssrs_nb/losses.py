@@ -7,7 +7,7 @@ __all__ = ['BoundaryVariant', 'BOUNDARY_VARIANTS', 'ABLATIONS', 'object_loss', '
            'segmentation_loss', 'total_loss', 'SAMLoss']
 
 # %% ../nbs/03_losses.ipynb #48f01bae
-from typing import Literal, Optional, Union, get_args
+from typing import Literal, get_args
 
 import torch
 import torch.nn as nn
@@ -34,7 +34,7 @@ def _check_map(pred: torch.Tensor, m, name: str, fn: str, allow_float: bool = Fa
         raise TypeError(f"{fn}: {name} must hold integer ids / flags, got dtype {m.dtype}; pass {name}.long()")
     return m.to(pred.device, non_blocking=True)
 
-def _object_slots(ids: torch.Tensor, max_objects: Optional[int], hw: int):
+def _object_slots(ids: torch.Tensor, max_objects: int | None, hw: int):
     "Map each pixel to a per-image slot: 0 = ignored, 1..K = object. Returns (slots (B, HW) int64, K)."
     ids = ids.long()
     if max_objects is not None and max_objects < 0:
@@ -77,7 +77,7 @@ class _ObjectLossFn(torch.autograd.Function):
 
 def object_loss(pred: torch.Tensor,       # (B, C, H, W) float, the model's logits
                 sgo,                       # (B, H, W) integer object ids, 0 = no object
-                max_objects: Optional[int] = 50,  # ids above this are ignored; None keeps every id
+                max_objects: int | None = 50,  # ids above this are ignored; None keeps every id
                ) -> torch.Tensor:          # scalar
     "Object-consistency loss of Ma et al. (Eqs. 3-5, as trained by the official code): size-weighted variance of `pred` inside each SGO object."
     sgo = _check_map(pred, sgo, "sgo", "object_loss")
@@ -167,7 +167,7 @@ def ablation_label(name: str) -> str:
     return " + ".join(f"L_{t}" for t in name.split("+"))
 
 def segmentation_loss(pred: torch.Tensor, target, ignore_index: int = IGNORE_INDEX,
-                      class_weights: Optional[torch.Tensor] = None) -> torch.Tensor:
+                      class_weights: torch.Tensor | None = None) -> torch.Tensor:
     "Cross-entropy (Eq. 1) averaged over the pixels whose label is not `ignore_index`; 0 when there are none."
     target = _check_map(pred, target, "target", "segmentation_loss").long()
     C = pred.shape[1]
@@ -190,9 +190,9 @@ def total_loss(pred: torch.Tensor,        # (B, C, H, W) logits
                use_obj: bool = True,
                use_bdy: bool = True,
                ignore_index: int = IGNORE_INDEX,
-               max_objects: Optional[int] = 50,
+               max_objects: int | None = 50,
                theta0: int = 3, theta: int = 5, variant: BoundaryVariant = "agnostic",
-               class_weights: Optional[torch.Tensor] = None,
+               class_weights: torch.Tensor | None = None,
               ):                           # (loss tensor, {"seg", "obj", "bdy", "total"} floats)
     "Eq. 2: `L_seg + lambda_obj * L_obj + lambda_bdy * L_bdy`, each extra term switchable; returns the loss and its parts."
     if use_obj and sgo is None:
@@ -213,8 +213,8 @@ def total_loss(pred: torch.Tensor,        # (B, C, H, W) logits
 class SAMLoss(nn.Module):
     "`total_loss` as a module holding its settings; `SAMLoss(ablation='seg+obj')` selects a row of Tables III-IV."
     def __init__(self, lambda_obj: float = 1.0, lambda_bdy: float = 0.1, use_obj: bool = True, use_bdy: bool = True,
-                 ignore_index: int = IGNORE_INDEX, max_objects: Optional[int] = 50, theta0: int = 3, theta: int = 5,
-                 variant: BoundaryVariant = "agnostic", class_weights=None, ablation: Optional[str] = None):
+                 ignore_index: int = IGNORE_INDEX, max_objects: int | None = 50, theta0: int = 3, theta: int = 5,
+                 variant: BoundaryVariant = "agnostic", class_weights=None, ablation: str | None = None):
         super().__init__()
         if ablation is not None: use_obj, use_bdy = ABLATIONS[check_choice("ablation", ablation, ABLATIONS)].values()
         check_choice("variant", variant, BOUNDARY_VARIANTS)

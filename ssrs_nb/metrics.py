@@ -6,7 +6,7 @@
 __all__ = ['confusion_matrix', 'segmentation_scores', 'format_header', 'format_row']
 
 # %% ../nbs/05_metrics.ipynb #5a557542
-from typing import Optional, Sequence, Union
+from collections.abc import Sequence
 
 import numpy as np
 import torch
@@ -17,7 +17,7 @@ from .core import IGNORE_INDEX, get_preset
 def confusion_matrix(pred,                 # predicted class ids, any shape (NumPy array or torch tensor)
                      target,               # ground-truth class ids, same shape; `ignore_index` = not evaluated
                      num_classes: int,
-                     ignore_index: Optional[int] = IGNORE_INDEX,
+                     ignore_index: int | None = IGNORE_INDEX,
                     ):                     # (num_classes, num_classes) int64, rows = truth, columns = prediction
     "Confusion matrix of one tile/batch by a single `bincount`; add the results to accumulate over tiles."
     is_torch = isinstance(pred, torch.Tensor) or isinstance(target, torch.Tensor)
@@ -51,9 +51,9 @@ def confusion_matrix(pred,                 # predicted class ids, any shape (Num
 
 # %% ../nbs/05_metrics.ipynb #25c6d98b
 def segmentation_scores(cm,                                   # (C, C) confusion matrix, rows = truth
-                        class_names: Optional[Sequence[str]] = None,  # default: the dataset's, else "class0"...
-                        eval_classes: Optional[Sequence[int]] = None, # class ids averaged into mF1/mIoU (default: all)
-                        dataset: Optional[str] = None,                 # "vaihingen"/"loveda": names + eval classes
+                        class_names: Sequence[str] | None = None,  # default: the dataset's, else "class0"...
+                        eval_classes: Sequence[int] | None = None, # class ids averaged into mF1/mIoU (default: all)
+                        dataset: str | None = None,                 # "vaihingen"/"loveda": names + eval classes
                        ) -> dict:
     "Per-class F1 and IoU, mF1/mIoU over `eval_classes` (NaN classes left out) and OA, as fractions in [0, 1]."
     cm = cm.detach().cpu().numpy() if isinstance(cm, torch.Tensor) else np.asarray(cm)
@@ -90,12 +90,12 @@ def segmentation_scores(cm,                                   # (C, C) confusion
 # %% ../nbs/05_metrics.ipynb #7ebc43a5
 def _pct(v: float, digits: int) -> str: return "-" if v != v else f"{100 * v:.{digits}f}"
 
-def format_header(scores: dict, sep: str = "\t", oa: bool = False, name: Optional[str] = "Method") -> str:
+def format_header(scores: dict, sep: str = "\t", oa: bool = False, name: str | None = "Method") -> str:
     "Header matching `format_row`: the evaluated class names, then mF1, mIoU (and OA)."
     cols = [scores["class_names"][c] for c in scores["eval_classes"]] + ["mF1", "mIoU"] + (["OA"] if oa else [])
     return sep.join(([name] if name is not None else []) + cols)
 
-def format_row(scores: dict, name: Optional[str] = None, sep: str = "\t", digits: int = 2, oa: bool = False) -> str:
+def format_row(scores: dict, name: str | None = None, sep: str = "\t", digits: int = 2, oa: bool = False) -> str:
     "One table row like the paper's: `F1/IoU` per evaluated class in percent, then mF1 and mIoU (and OA)."
     cells = [f"{_pct(scores['f1'][c], digits)}/{_pct(scores['iou'][c], digits)}" for c in scores["eval_classes"]]
     cells += [_pct(scores["mf1"], digits), _pct(scores["miou"], digits)] + ([_pct(scores["oa"], digits)] if oa else [])

@@ -7,13 +7,20 @@ __all__ = ['BASELINE', 'OURS', 'BACKBONE_NAMES', 'PUBLISHED', 'Run', 'paper_grid
            'collect', 'paper_table', 'to_markdown', 'write_tables']
 
 # %% ../nbs/09_paper.ipynb #a959e0f0
-import json, math, os, queue, subprocess, sys, time
+import json
+import os
+import queue
+import subprocess
+import sys
+import time
 from concurrent.futures import ThreadPoolExecutor, as_completed
-from dataclasses import dataclass, asdict, field
+from dataclasses import dataclass
 from pathlib import Path
+
 import numpy as np
 import pandas as pd
-from .core import get_preset, check_choice, atomic_write_text, atomic_write_json
+
+from .core import atomic_write_json, atomic_write_text, check_choice, get_preset
 from .losses import ABLATIONS, ablation_label, ablation_name
 
 # %% ../nbs/09_paper.ipynb #01b88d71

@@ -9,16 +9,27 @@ __all__ = ['SAM_CHECKPOINTS', 'PAPER_SAM_SETTINGS', 'SETTINGS_KEY', 'boundary_un
            'settings_diff', 'check_sgb', 'read_sgo_sgb', 'generate_dataset']
 
 # %% ../nbs/01_sam.ipynb #0e3cc4ff
-import inspect, json, platform, time
+import inspect
+import json
+import platform
+import time
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Sequence
 
 import numpy as np
 import torch
 
-from .core import (atomic_write_bytes, atomic_write_json, check_choice, get_device, imread, load_checkpoint,
-                          remove_stale_temps, sha256_file)
+from ssrs_nb.core import (
+    atomic_write_bytes,
+    atomic_write_json,
+    check_choice,
+    get_device,
+    imread,
+    load_checkpoint,
+    remove_stale_temps,
+    sha256_file,
+)
 
 # %% ../nbs/01_sam.ipynb #8a1f513e
 def _as_masks(masks, shape=None):
@@ -152,6 +163,7 @@ def build_tiny_sam(img_size: int = 256, embed_dim: int = 32, depth: int = 2, num
                    prompt_dim: int = 32, seed: int = 0):
     "A small random-weights `Sam` built from segment-anything's own modules (for tests and timings, not for use)."
     from functools import partial
+
     from segment_anything.modeling import ImageEncoderViT, MaskDecoder, PromptEncoder, Sam, TwoWayTransformer
     g = torch.random.fork_rng(); g.__enter__()
     try:
@@ -566,7 +578,8 @@ def _in_processes(todo: list, generator, opts: dict, out_dir: Path, record: str,
     "Yield (stem, entry) as `workers` processes finish images (the generator is pickled to them: CPU generators)."
     import multiprocessing as mp
     from concurrent.futures import ProcessPoolExecutor, as_completed
-    from ssrs_nb import sam   # the worker processes import the job from the package (spawn: nothing is inherited)
+
+    from ssrs_nb import sam  # the worker processes import the job from the package (spawn: nothing is inherited)
     with ProcessPoolExecutor(workers, mp_context=mp.get_context("spawn")) as pool:
         futs = [pool.submit(sam._one_image, stem, path, generator, opts, out_dir, record) for stem, path in todo]
         for f in as_completed(futs): yield f.result()

@@ -9,26 +9,48 @@ __all__ = ['SelectOn', 'AmpMode', 'CompileMode', 'SELECT_ON', 'AMP_MODES', 'DEMO
            'train_epoch', 'evaluate_run', 'end_epoch', 'final_selection', 'train']
 
 # %% ../nbs/07_training.ipynb #3b0e6536
-import contextlib, dataclasses, inspect, math, os, random, re, shutil, tempfile, time, warnings
-from dataclasses import dataclass, field, asdict, fields
+import contextlib
+import dataclasses
+import inspect
+import math
+import os
+import random
+import re
+import shutil
+import tempfile
+import time
+import warnings
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
-from typing import Callable, Literal, Optional, Sequence, get_args
+from typing import Literal, get_args
 
 import numpy as np
 import torch
-from torch import nn
-import torch.nn.functional as F
 import torch.distributed as dist
+import torch.nn.functional as F
+from torch import nn
 
-from .core import (set_seed, get_device, atomic_write_json, atomic_torch_save, load_checkpoint, check_choice,
-                          get_preset, DATASETS, DatasetName, IGNORE_INDEX, remove_stale_temps)
-from .data import list_tiles, WindowDataset
-from .losses import BOUNDARY_VARIANTS, BoundaryVariant, SAMLoss
-from .unetformer import create_model, BACKBONES
-from .inference import evaluate
+from ssrs_nb.core import (
+    DATASETS,
+    IGNORE_INDEX,
+    DatasetName,
+    atomic_torch_save,
+    atomic_write_json,
+    check_choice,
+    get_device,
+    get_preset,
+    load_checkpoint,
+    remove_stale_temps,
+    set_seed,
+)
+from .data import WindowDataset, list_tiles
 from .fast import TrainStep, make_sgd, resolve_compile
+from .inference import evaluate
+from .losses import BOUNDARY_VARIANTS, BoundaryVariant, SAMLoss
+from .unetformer import BACKBONES, create_model
 
-# %% ../nbs/07_training.ipynb #0ad57454
+# %% ../nbs/07_training.ipynb #ba3e1883
 SelectOn = Literal["last", "val", "test"]
 AmpMode = Literal["auto", "bf16", "fp16", "off"]
 CompileMode = Literal["auto", "on", "off"]
@@ -39,10 +61,10 @@ class TrainConfig:
     "Every setting of one training run (JSON-serialisable); the defaults are the paper's recipe."
     dataset: DatasetName = "vaihingen"      # a key of core.DATASETS: 'vaihingen' or 'loveda'
     data_root: str = "data/generated/vaihingen"  # the dataset in its official layout
-    sgo_root: Optional[str] = None          # folder of <stem>_sgo.png / <stem>_sgb.png (needed by use_obj / use_bdy)
+    sgo_root: str | None = None          # folder of <stem>_sgo.png / <stem>_sgb.png (needed by use_obj / use_bdy)
     out_dir: str = "runs/train"             # run folder: metrics.json, curves.png, checkpoints/, model_*.pth
     backbone: str = "resnet18"              # 'resnet18', 'swin' (or a timm model name)
-    pretrained: Optional[str] = None        # local weights file for create_model, or None (random initialisation)
+    pretrained: str | None = None        # local weights file for create_model, or None (random initialisation)
     use_obj: bool = True                    # object loss λo·L_obj (Eq. 2)
     use_bdy: bool = True                    # boundary loss λb·L_bdy (Eq. 2)
     lambda_obj: float = 1.0                 # λo
@@ -53,7 +75,7 @@ class TrainConfig:
     theta: int = 5                          # boundary tolerance of L_bdy (odd pooling size)
     aux_loss: bool = False                  # UNetFormer's auxiliary-head cross-entropy
     lambda_aux: float = 0.4                 # weight of the auxiliary loss
-    grad_clip: Optional[float] = None       # clip the gradients' global norm to this (None: no clipping)
+    grad_clip: float | None = None       # clip the gradients' global norm to this (None: no clipping)
     epochs: int = 50
     iters_per_epoch: int = 1000
     batch_size: int = 10                    # global batch (split over DDP processes)
@@ -64,25 +86,25 @@ class TrainConfig:
     milestones: list = field(default_factory=lambda: [25, 35, 45])  # epochs after which lr is multiplied by gamma
     gamma: float = 0.1
     augment: bool = True                    # random rotation / flips of the windows
-    train_ids: Optional[list] = None        # None: the paper's split
-    test_ids: Optional[list] = None
-    val_tiles: int = 2                      # training tiles held out when select_on='val'
+    train_ids: list | None = None        # None: the paper's split
+    test_ids: list | None = None
+    val_tiles: int = 2                      # training tiles held out when select_on is 'val'
     select_on: SelectOn = "last"            # 'last' epoch, best on 'val', or best on 'test' (official protocol)
     eval_every: int = 1                     # epochs between evaluations (the last epoch is always evaluated)
-    eval_stride: Optional[int] = None       # test stride; None: the dataset's (32 Vaihingen, 128 LoveDA)
+    eval_stride: int | None = None       # test stride; None: the dataset's (32 Vaihingen, 128 LoveDA)
     eval_batch_size: int = 16
     tta: bool = False                       # flip test-time augmentation
     seed: int = 0
     device: str = "auto"                    # 'auto', 'cpu', 'cuda', 'cuda:1', 'mps'
     amp: AmpMode = "auto"                   # 'auto' (bf16/fp16 on CUDA, off on CPU), 'bf16', 'fp16', 'off'
     compile: CompileMode = "auto"           # compiled step (ssrs_nb.fast): 'auto' on CUDA when it works, 'on', 'off' (eager)
-    num_workers: Optional[int] = None       # data-loader processes; None: 0 on the CPU, up to 8 per GPU
+    num_workers: int | None = None       # data-loader processes; None: 0 on the CPU, up to 8 per GPU
     ckpt_every: int = 200                   # iterations between checkpoints (also at every epoch end)
     log_every: int = 50                     # iterations per logged loss point
     resume: bool = False                    # continue from out_dir/checkpoints/last.pth
     overwrite: bool = False                 # allow starting afresh over an existing run
     deterministic: bool = False             # deterministic cuDNN / PyTorch kernels
-    threads: Optional[int] = None           # torch CPU threads (None: torch's default)
+    threads: int | None = None           # torch CPU threads (None: torch's default)
     progress: bool = True                   # progress bars
 
     def check(self) -> "TrainConfig":
@@ -252,12 +274,12 @@ class RunState:
     step: int = 0                           # iterations done in all
     sums: dict = field(default_factory=dict)  # loss parts summed over the epoch's batches so far
     nsum: int = 0
-    last_ckpt: Optional[tuple] = None       # (path, step) of the last checkpoint written
+    last_ckpt: tuple | None = None       # (path, step) of the last checkpoint written
     num_workers: int = 0
     callbacks: Sequence = ()                # called as f(out_dir, record) after each write of metrics.json
     t0: float = field(default_factory=time.time)
-    fast: Optional[TrainStep] = None         # the compiled step (compile), else None: the eager train_step
-    dev_sums: Optional[torch.Tensor] = None  # compiled step: loss parts summed on the device since the last read
+    fast: TrainStep | None = None         # the compiled step (compile), else None: the eager train_step
+    dev_sums: torch.Tensor | None = None  # compiled step: loss parts summed on the device since the last read
 
     @property
     def main(self) -> bool: return self.rank == 0
@@ -333,7 +355,7 @@ def check_out_dir(cfg: TrainConfig, rank: int = 0) -> None:
         print(f"removed {t}: the temporary file of a save that was killed")
 
 # %% ../nbs/07_training.ipynb #708c1ea2
-def setup_run(cfg: TrainConfig, model_fn: Optional[Callable[[int], nn.Module]] = None, rank: int = 0,
+def setup_run(cfg: TrainConfig, model_fn: Callable[[int], nn.Module] | None = None, rank: int = 0,
               world: int = 1) -> RunState:
     "Device, precision, seeds, tiles, dataset, model, optimizer and loss of the run `cfg` (checked)."
     if cfg.batch_size % world:
@@ -527,7 +549,7 @@ def _heartbeat(rs: RunState, epoch: int, parts: dict, t0: float, b0: int) -> Non
     print(f"epoch {epoch + 1}/{rs.cfg.epochs} iteration {rs.batch}/{rs.cfg.iters_per_epoch} loss {parts['total']:.4f} "
           f"| {rate:.2f} it/s, epoch done in {eta / 60:.1f} min", flush=True)
 
-def _read_sums(rs: RunState, epoch: int, last: Optional[torch.Tensor] = None) -> Optional[dict]:
+def _read_sums(rs: RunState, epoch: int, last: torch.Tensor | None = None) -> dict | None:
     "Compiled step: add the device-side sums to `rs.sums` (one read), stop if one is not finite; `last` as a dict."
     if rs.dev_sums is None: return None
     vals = torch.cat([rs.dev_sums] + ([last] if last is not None else [])).tolist()
@@ -637,7 +659,7 @@ def _global_settings():
         torch.backends.cudnn.benchmark, torch.backends.cudnn.deterministic = saved[1], saved[2]
         torch.use_deterministic_algorithms(saved[3], warn_only=saved[4])
 
-def train(config: TrainConfig | dict, model_fn: Optional[Callable[[int], nn.Module]] = None,
+def train(config: TrainConfig | dict, model_fn: Callable[[int], nn.Module] | None = None,
           callbacks: Sequence[Callable[[Path, dict], None]] = ()) -> dict:
     "Train and evaluate one run described by `config`; returns (and writes to out_dir/metrics.json) the metrics."
     cfg = (TrainConfig.from_dict(config) if isinstance(config, dict) else dataclasses.replace(config)).check()

@@ -7,8 +7,9 @@ __all__ = ['BACKBONES', 'Conv', 'ConvBN', 'ConvBNReLU', 'SeparableConvBN', 'rela
            'GlobalLocalAttention', 'Mlp_decoder', 'Block', 'WF', 'FeatureRefinementHead', 'AuxHead', 'Decoder',
            'UNetFormer', 'load_weights', 'create_model']
 
-# %% ../nbs/04_unetformer.ipynb #70c82e29
-import math, re, sys, warnings
+# %% ../nbs/04_unetformer.ipynb #c02a11da
+import sys
+import warnings
 from pathlib import Path
 
 import timm

@@ -113,6 +113,7 @@ def plot_history(history: list, title: str = ""):
 def save_curves(out_dir, record: dict) -> Path | None:
     "Write `plot_history(record['history'])` to `out_dir/curves.png` (atomically); None while the history is empty."
     import io
+
     from ssrs_nb.core import atomic_write_bytes
     if not record.get("history"): return None
     cfg = record.get("config", {})
@@ -151,7 +152,7 @@ class ObjectIndex:
         i, a = self.at(y, x)
         return f"(y={y}, x={x}): " + (f"object {i}, {a} px" if i else "no object (background or boundary)")
 
-# %% ../nbs/08_viz.ipynb #e493d6fd
+# %% ../nbs/08_viz.ipynb #adc9804e
 _TITLE_PX = 28   # room above the image for the title line
 
 class SGOViewer:
@@ -279,7 +280,8 @@ def sgo_viewer_from_dir(images, sgo_dir, labels=None, dataset="vaihingen", **kw)
         d = dict(image=img, sgo=sgo, sgb=sgb)
         if stem in labels:
             try:
-                from ssrs_nb.data import read_label; d["gt"] = read_label(labels[stem], dataset)
+                from ssrs_nb.data import read_label
+                d["gt"] = read_label(labels[stem], dataset)
             except ImportError: d["gt"] = imread(labels[stem])
         return d
     return SGOViewer(list(images), load, palette=dataset, **kw)

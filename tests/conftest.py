@@ -1,5 +1,6 @@
 import os
 from pathlib import Path
+
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent

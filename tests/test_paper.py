@@ -1,12 +1,16 @@
 """End to end: the tables notebook (smoke preset) through papermill, the tables it writes checked against the
 metrics.json files of its runs, its figures opened, and a second run that must reuse every finished run."""
-import json, os, subprocess, sys, time
+import json
+import os
+import subprocess
+import sys
 from pathlib import Path
+
 import numpy as np
 import pandas as pd
 import pytest
 
-from ssrs_nb.core import imread, get_preset
+from ssrs_nb.core import get_preset, imread
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -1,14 +1,23 @@
 "Tests of ssrs_nb.viz: colours, Fig. 1 / Fig. 3 panels, overlays, object look-up and the headless viewer."
+import matplotlib
 import numpy as np
 import pytest
 
-import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 
 from ssrs_nb.core import imread, imwrite_png
-from ssrs_nb.viz import (ObjectIndex, SGOViewer, colorize, colorize_sgo, fig1_panel, fig3_panel, id_colors, overlay,
-                         sgo_viewer_from_dir)
+from ssrs_nb.viz import (
+    ObjectIndex,
+    SGOViewer,
+    colorize,
+    colorize_sgo,
+    fig1_panel,
+    fig3_panel,
+    id_colors,
+    overlay,
+    sgo_viewer_from_dir,
+)
 
 LOVEDA = [(255, 255, 255), (255, 0, 0), (255, 255, 0), (0, 0, 255), (159, 129, 183), (0, 255, 0), (255, 195, 128)]
 

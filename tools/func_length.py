@@ -1,6 +1,7 @@
 """Fail if any function or method in ssrs_nb/ is longer than the limit (default 60 lines, decorators and docstring
 included): the loop is kept in small named steps. `python tools/func_length.py [--max 60] [paths...]`."""
-import ast, sys
+import ast
+import sys
 from pathlib import Path
 
 

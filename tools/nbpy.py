@@ -9,7 +9,10 @@ Percent format: a line `# %%` starts a code cell, `# %% [markdown]` a markdown c
 `# `), and `# %% tags=["parameters"]` a code cell with tags. nbs/*.ipynb stay the source of truth: scripts are
 an editing aid and are never committed (put them under scratch/, which git ignores).
 """
-import json, re, sys, os
+import json
+import os
+import re
+import sys
 from pathlib import Path
 
 _HDR = re.compile(r'^# %%(?P<md> \[markdown\])?(?: tags=(?P<tags>\[.*\]))?\s*$')

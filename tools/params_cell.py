@@ -5,7 +5,8 @@ runs it with `--check`, which fails if the cell differs from what the dataclass 
     python tools/params_cell.py            # rewrite the cell
     python tools/params_cell.py --check    # exit 1 if it is out of date
 """
-import json, sys
+import json
+import sys
 from pathlib import Path
 
 from ssrs_nb.training import DEMO_OVERRIDES, config_fields

@@ -5,7 +5,9 @@ left out, `#| ` directives are dropped); stream outputs of shown cells follow as
     python tools/readme.py           # write README.md
     python tools/readme.py --check   # exit 1 if README.md is out of date
 """
-import json, sys, os
+import json
+import os
+import sys
 from pathlib import Path
 
 root = Path(__file__).resolve().parent.parent
