@@ -143,12 +143,12 @@ class ObjectGenerator:
         except metadata.PackageNotFoundError: version = None
         self._identity = dict(
             generator=name, package=spec.dist, version=version, model_type=model_type,
-            checkpoint=None if checkpoint is None else str(Path(checkpoint).resolve()),
+            checkpoint=None if checkpoint is None else Path(checkpoint).name,   # the file's name; its SHA-256 names the content
             checkpoint_sha256=checkpoint_sha256,
             settings=_jsonable({k: v for k, v in settings.items() if k != "point_grids"}))
 
     def ssrs_settings(self) -> dict:
-        "What made the maps: generator, package and version, model type/config, checkpoint path and SHA-256, settings."
+        "What made the maps: generator, package and version, model type/config, checkpoint file name and SHA-256, settings."
         import copy
         return copy.deepcopy(self._identity)
 
