@@ -8,7 +8,7 @@ __all__ = ['SelectOn', 'AmpMode', 'CompileMode', 'SELECT_ON', 'AMP_MODES', 'DEMO
            'set_rng_state', 'RunState', 'check_out_dir', 'setup_run', 'resume_run', 'train_step', 'save_checkpoint',
            'train_epoch', 'evaluate_run', 'end_epoch', 'final_selection', 'train']
 
-# %% ../nbs/07_training.ipynb #3b0e6536
+# %% ../nbs/07_training.ipynb #c9f73b02
 import contextlib
 import dataclasses
 import inspect
@@ -46,11 +46,11 @@ from ssrs_nb.core import (
 )
 from .data import WindowDataset, list_tiles
 from .fast import TrainStep, make_sgd, resolve_compile
-from .inference import evaluate
+from .inference import eval_epochs, evaluate
 from .losses import BOUNDARY_VARIANTS, BoundaryVariant, SAMLoss
 from .unetformer import BACKBONES, create_model
 
-# %% ../nbs/07_training.ipynb #ba3e1883
+# %% ../nbs/07_training.ipynb #239fb2a9
 SelectOn = Literal["last", "val", "test"]
 AmpMode = Literal["auto", "bf16", "fp16", "off"]
 CompileMode = Literal["auto", "on", "off"]
@@ -90,7 +90,7 @@ class TrainConfig:
     test_ids: list | None = None
     val_tiles: int = 2                      # training tiles held out when select_on is 'val'
     select_on: SelectOn = "last"            # 'last' epoch, best on 'val', or best on 'test' (official protocol)
-    eval_every: int = 1                     # epochs between evaluations (the last epoch is always evaluated)
+    eval_every: int | None = None           # epochs between evaluations; None: milestones and last epoch if select_on is 'last', else every epoch
     eval_stride: int | None = None       # test stride; None: the dataset's (32 Vaihingen, 128 LoveDA)
     eval_batch_size: int = 16
     tta: bool = False                       # flip test-time augmentation
@@ -140,7 +140,7 @@ class TrainConfig:
         if bad: raise ValueError(f"unknown TrainConfig field(s) {bad}; allowed: {sorted(known)}")
         return cls(**d)
 
-# %% ../nbs/07_training.ipynb #d938d1e2
+# %% ../nbs/07_training.ipynb #6a0e02c6
 def _field_default(f):
     return f.default if f.default is not dataclasses.MISSING else f.default_factory()
 
@@ -168,7 +168,9 @@ def _check_types(cfg) -> None:
         setattr(cfg, n, list(v))
 
 def _check_ranges(cfg) -> None:
-    for n in ("epochs", "iters_per_epoch", "batch_size", "eval_every", "eval_batch_size", "ckpt_every", "log_every",
+    if cfg.eval_every is not None and not (isinstance(cfg.eval_every, int) and cfg.eval_every >= 1):
+        raise ValueError(f"eval_every={cfg.eval_every!r}: expected an integer >= 1, or None for the default schedule")
+    for n in ("epochs", "iters_per_epoch", "batch_size", "eval_batch_size", "ckpt_every", "log_every",
               "max_objects"):
         if getattr(cfg, n) < 1: raise ValueError(f"{n}={getattr(cfg, n)!r}: expected an integer >= 1")
     for n in ("theta0", "theta"):
@@ -354,7 +356,7 @@ def check_out_dir(cfg: TrainConfig, rank: int = 0) -> None:
     for t in remove_stale_temps(out) + remove_stale_temps(out / "checkpoints"):
         print(f"removed {t}: the temporary file of a save that was killed")
 
-# %% ../nbs/07_training.ipynb #708c1ea2
+# %% ../nbs/07_training.ipynb #4c9ab1a7
 def setup_run(cfg: TrainConfig, model_fn: Callable[[int], nn.Module] | None = None, rank: int = 0,
               world: int = 1) -> RunState:
     "Device, precision, seeds, tiles, dataset, model, optimizer and loss of the run `cfg` (checked)."
@@ -379,7 +381,8 @@ def setup_run(cfg: TrainConfig, model_fn: Callable[[int], nn.Module] | None = No
     sched = torch.optim.lr_scheduler.MultiStepLR(opt, milestones=list(cfg.milestones), gamma=cfg.gamma)
     record = {"config": cfg.to_dict(), "status": "running", "world_size": world, "device": str(device), "amp": amp,
               "train_tiles": [t.id for t in train_tiles], "val_tiles": [t.id for t in val_tiles],
-              "test_tiles": [t.id for t in test_tiles], "history": [], "steps": [], "best": None, "final": None, "recovery": []}
+              "test_tiles": [t.id for t in test_tiles], "history": [], "steps": [], "best": None, "final": None, "recovery": [],
+              "eval_epochs": eval_epochs(cfg.epochs, cfg.milestones, cfg.select_on, cfg.eval_every)}
     nw = cfg.num_workers if cfg.num_workers is not None else (
         0 if device.type != "cuda" else min(8, (os.cpu_count() or 2) // max(1, torch.cuda.device_count())))
     rs = RunState(cfg, rank, world, device, amp, preset, train_tiles, val_tiles, test_tiles, ds, model, net, opt, sched,
@@ -606,14 +609,14 @@ def _write_metrics(rs: RunState) -> None:
     atomic_write_json(rs.out_dir / "metrics.json", rs.record)
     for cb in rs.callbacks: cb(rs.out_dir, rs.record)
 
-# %% ../nbs/07_training.ipynb #62e810a2
+# %% ../nbs/07_training.ipynb #ab8949f3
 def end_epoch(rs: RunState, epoch: int) -> dict:
     "Learning-rate step, evaluation, model selection, history, checkpoint and metrics.json at the end of `epoch`."
     cfg = rs.cfg
     lr = rs.opt.param_groups[0]["lr"]
     rs.sched.step()
     rec = {"epoch": epoch + 1, "iteration": rs.step, "lr": lr, "train": _epoch_means(rs), "eval": None}
-    if (epoch + 1) % cfg.eval_every == 0 or epoch + 1 == cfg.epochs:
+    if epoch + 1 in eval_epochs(cfg.epochs, cfg.milestones, cfg.select_on, cfg.eval_every):
         split = "val" if cfg.select_on == "val" else "test"
         rec["eval"] = evaluate_run(rs, rs.val_tiles if split == "val" else rs.test_tiles, split)
         best = rs.record["best"]
