@@ -288,7 +288,7 @@ def generate_sgo_sgb(image: np.ndarray, generator, crop: int | None = 512, overl
     if len(present) > np.iinfo(np.uint16).max: raise ValueError(f"{len(present)} objects do not fit a uint16 SGO; lower max_objects")
     return remap[lab].astype(np.uint16), sgb
 
-# %% ../nbs/01_sam.ipynb #b547c135
+# %% ../nbs/01_sam.ipynb #2c7fc6de
 import os
 import warnings
 import zlib
@@ -313,7 +313,7 @@ def _image_size(path) -> tuple:
     from PIL import Image
     try:
         with Image.open(path) as im: return im.size[1], im.size[0]
-    except Exception: return imread(path).shape[:2]
+    except Exception: return imread(path, bands=(1,)).shape[:2]     # any band count (one band is read)
 
 def png_damage(path) -> str | None:
     "None when the PNG's chunk chain runs from the signature to IEND at the end of the file, else what is wrong."
@@ -429,7 +429,7 @@ def _load_image(path) -> np.ndarray:
         raise ValueError(f"{path}: expected 8-bit pixels, got {img.dtype}; rescale it to uint8 first")
     return img
 
-# %% ../nbs/01_sam.ipynb #163ce81e
+# %% ../nbs/01_sam.ipynb #d01dc9f8
 class _Busy(Exception): pass
 
 def _flock(path: Path, shared: bool) -> int:
@@ -555,34 +555,42 @@ def _write_pair(stem, path, sgo, sgb, out_dir, record, t0) -> tuple:
     return stem, dict(image=str(path), shape=list(sgo.shape), objects=int(sgo.max()),
                       boundary_fraction=round(float((sgb > 0).mean()), 5), seconds=round(time.perf_counter() - t0, 3))
 
-def _one_image(stem: str, path: Path, generator, opts: dict, out_dir: Path, record: str) -> tuple:
+def _one_image(stem: str, path: Path, generator, opts: dict, out_dir: Path, record: str, reader=None) -> tuple:
     "Read one image, generate and write its maps (the job of a worker process); (stem, manifest entry)."
     t0 = time.perf_counter()
-    return _write_pair(stem, path, *generate_sgo_sgb(_load_image(path), generator, **opts), out_dir, record, t0)
+    image = (reader or _load_image)(path)
+    return _write_pair(stem, path, *generate_sgo_sgb(image, generator, **opts), out_dir, record, t0)
 
-def _pipelined(todo: list, generator, opts: dict, out_dir: Path, record: str):
+def _pipelined(todo: list, generator, opts: dict, out_dir: Path, record: str, reader=None):
     "Yield (stem, entry) with the next image read and the last maps encoded/written on threads while `generator` runs."
     from concurrent.futures import ThreadPoolExecutor
-    with ThreadPoolExecutor(1) as reader, ThreadPoolExecutor(1) as writer:
-        nxt, pending = (reader.submit(_load_image, todo[0][1]) if todo else None), None
+    read = reader or _load_image
+    with ThreadPoolExecutor(1) as pool, ThreadPoolExecutor(1) as writer:
+        nxt, pending = (pool.submit(read, todo[0][1]) if todo else None), None
         for k, (stem, path) in enumerate(todo):
             image = nxt.result()
-            if k + 1 < len(todo): nxt = reader.submit(_load_image, todo[k + 1][1])
+            if k + 1 < len(todo): nxt = pool.submit(read, todo[k + 1][1])
             t0 = time.perf_counter()
             sgo, sgb = generate_sgo_sgb(image, generator, **opts)
             if pending is not None: yield pending.result()
             pending = writer.submit(_write_pair, stem, path, sgo, sgb, out_dir, record, t0)
         if pending is not None: yield pending.result()
 
-def _in_processes(todo: list, generator, opts: dict, out_dir: Path, record: str, workers: int):
+def _in_processes(todo: list, generator, opts: dict, out_dir: Path, record: str, workers: int, reader=None):
     "Yield (stem, entry) as `workers` processes finish images (the generator is pickled to them: CPU generators)."
     import multiprocessing as mp
     from concurrent.futures import ProcessPoolExecutor, as_completed
 
     from ssrs_nb import sam  # the worker processes import the job from the package (spawn: nothing is inherited)
     with ProcessPoolExecutor(workers, mp_context=mp.get_context("spawn")) as pool:
-        futs = [pool.submit(sam._one_image, stem, path, generator, opts, out_dir, record) for stem, path in todo]
+        futs = [pool.submit(sam._one_image, stem, path, generator, opts, out_dir, record, reader) for stem, path in todo]
         for f in as_completed(futs): yield f.result()
+
+def _reader_id(reader) -> dict:
+    "How images are read, for the settings record: {} for the default reader, else the function and its arguments."
+    if reader is None: return {}
+    f = getattr(reader, "func", reader)
+    return {"reader": dict(function=f"{f.__module__}.{f.__qualname__}", **getattr(reader, "keywords", {}))}
 
 def _skip_or_todo(out_dir, mine, state, entries) -> tuple:
     "(images to generate, number skipped): complete maps made with these settings are skipped (and listed)."
@@ -599,7 +607,7 @@ def _skip_or_todo(out_dir, mine, state, entries) -> tuple:
 
 def generate_dataset(images, out_dir, generator, crop: int | None = 512, overlap: int = 64, max_objects: int = 50,
                      min_area: int = 50, merge_seams: bool = True, shard: int = 0, num_shards: int = 1,
-                     overwrite: bool = False, progress: bool = True, workers: int = 0) -> dict:
+                     overwrite: bool = False, progress: bool = True, workers: int = 0, reader=None) -> dict:
     "Write `<stem>_sgo.png`/`<stem>_sgb.png` for every image of this shard (resumable, atomic, locked) and return the manifest."
     from tqdm.auto import tqdm
     if not 0 <= shard < num_shards: raise ValueError(f"shard={shard} must be in 0…{num_shards - 1} (num_shards={num_shards})")
@@ -616,7 +624,7 @@ def generate_dataset(images, out_dir, generator, crop: int | None = 512, overlap
     mine = items[shard::num_shards]
     out_dir = Path(out_dir); out_dir.mkdir(parents=True, exist_ok=True)
     opts = dict(crop=crop, overlap=overlap, max_objects=max_objects, min_area=min_area, merge_seams=merge_seams)
-    settings = json.loads(json.dumps(dict(generator=_describe(generator), **opts), default=str))
+    settings = json.loads(json.dumps(dict(generator=_describe(generator), **opts, **_reader_id(reader)), default=str))
     record = json.dumps(settings, sort_keys=True, separators=(",", ":"), ensure_ascii=True)
     mpath = out_dir / ("manifest.json" if num_shards == 1 else f"manifest_{shard}-of-{num_shards}.json")
     held = _run_lock(out_dir, shard, num_shards)
@@ -630,8 +638,8 @@ def generate_dataset(images, out_dir, generator, crop: int | None = 512, overlap
         if not overwrite: _check_manifests(out_dir, mpath, settings)       # a shard with other settings started meanwhile
         todo, skipped = _skip_or_todo(out_dir, mine, state, entries)
         t_start = last = time.perf_counter()
-        run = _in_processes(todo, generator, opts, out_dir, record, workers) if workers > 1 and len(todo) > 1 \
-            else _pipelined(todo, generator, opts, out_dir, record)
+        run = _in_processes(todo, generator, opts, out_dir, record, workers, reader) if workers > 1 and len(todo) > 1 \
+            else _pipelined(todo, generator, opts, out_dir, record, reader)
         for stem, entry in tqdm(run, total=len(todo), desc=f"SGO/SGB {out_dir.name} [{shard + 1}/{num_shards}]",
                                 disable=not progress):
             entries[stem] = entry

@@ -152,7 +152,7 @@ class ObjectIndex:
         i, a = self.at(y, x)
         return f"(y={y}, x={x}): " + (f"object {i}, {a} px" if i else "no object (background or boundary)")
 
-# %% ../nbs/08_viz.ipynb #adc9804e
+# %% ../nbs/08_viz.ipynb #434ff81d
 _TITLE_PX = 28   # room above the image for the title line
 
 class SGOViewer:
@@ -269,14 +269,14 @@ def _interactive_backend() -> bool:
     import matplotlib
     return "ipympl" in matplotlib.get_backend() or "widget" in matplotlib.get_backend().lower()
 
-def sgo_viewer_from_dir(images, sgo_dir, labels=None, dataset="vaihingen", **kw) -> SGOViewer:
-    "A `SGOViewer` over image files and their maps in `sgo_dir` (`<stem>_sgo.png`, `<stem>_sgb.png`), GT optional."
+def sgo_viewer_from_dir(images, sgo_dir, labels=None, dataset="vaihingen", reader=None, **kw) -> SGOViewer:
+    "A `SGOViewer` over image files (read by `reader`, default `imread`) and their maps in `sgo_dir`, GT optional."
     from ssrs_nb.core import imread
     from ssrs_nb.sam import read_sgo_sgb
     images = {Path(p).stem: Path(p) for p in images}
     labels = {} if labels is None else {Path(i).stem: Path(l) for i, l in zip(images.values(), labels)}
     def load(stem):
-        img = imread(images[stem]); sgo, sgb = read_sgo_sgb(sgo_dir, stem, shape=img.shape[:2])
+        img = (reader or imread)(images[stem]); sgo, sgb = read_sgo_sgb(sgo_dir, stem, shape=img.shape[:2])
         d = dict(image=img, sgo=sgo, sgb=sgb)
         if stem in labels:
             try:

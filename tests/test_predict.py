@@ -127,3 +127,31 @@ def test_papermill_12_predict(scene, tmp_path):
     with pytest.raises(papermill.PapermillExecutionError, match="unknown parameter"):
         papermill.execute_notebook(str(ROOT / "nbs/12_predict.ipynb"), str(tmp_path / "bad.ipynb"), cwd=str(ROOT / "nbs"),
                                    kernel_name="python3", parameters=dict(strid=32), progress_bar=False)
+
+
+def test_papermill_11_generate_sgo_on_any_raster(scene, tmp_path):
+    """SGO/SGB for a user's 4-band uint16 GeoTIFF: bands and scale chosen explicitly, maps equal to those of the same
+    pixels as an 8-bit RGB PNG, and georeferenced copies beside the PNGs with the image's CRS and transform."""
+    papermill = pytest.importorskip("papermill")
+    from ssrs_nb.core import imwrite_png
+    from ssrs_nb.generators import build_generator
+    from ssrs_nb.sam import generate_dataset, read_sgo_sgb
+    img = scene["img"]
+    nir = np.full(img.shape[:2] + (1,), 7, np.uint16)
+    _write(tmp_path / "img" / "geo.tif" if (tmp_path / "img").mkdir() is None else None,
+           np.concatenate([nir, img.astype(np.uint16) * 16], -1))                 # NIR first, then the 3 bands ×16
+    out = tmp_path / "sgo"
+    papermill.execute_notebook(str(ROOT / "nbs/11_generate_sgo.ipynb"), str(tmp_path / "o.ipynb"), cwd=str(ROOT / "nbs"),
+                               kernel_name="python3", progress_bar=False,
+                               parameters=dict(dataset="", images=str(tmp_path / "img" / "*.tif"), out_dir=str(out),
+                                               bands="2,3,4", scale="4080", geotiff=True, crop=0))
+    sgo, sgb = read_sgo_sgb(out, "geo")
+    imwrite_png(tmp_path / "png" / "geo.png", img)                                 # the same pixels, 8-bit RGB
+    generate_dataset([tmp_path / "png" / "geo.png"], tmp_path / "ref", build_generator("superpixel"), crop=None,
+                     progress=False)
+    want_sgo, want_sgb = read_sgo_sgb(tmp_path / "ref", "geo")
+    np.testing.assert_array_equal(sgo, want_sgo); np.testing.assert_array_equal(sgb, want_sgb)
+    for name, want in (("sgo", sgo), ("sgb", sgb)):
+        with rasterio.open(out / f"geo_{name}.tif") as t:
+            assert t.crs.to_string() == "EPSG:32632" and t.transform == TRANSFORM
+            np.testing.assert_array_equal(t.read(1), want)
