@@ -152,7 +152,7 @@ class ObjectIndex:
         i, a = self.at(y, x)
         return f"(y={y}, x={x}): " + (f"object {i}, {a} px" if i else "no object (background or boundary)")
 
-# %% ../nbs/08_viz.ipynb #434ff81d
+# %% ../nbs/08_viz.ipynb #4d3ed6ed
 _TITLE_PX = 28   # room above the image for the title line
 
 class SGOViewer:
@@ -273,10 +273,13 @@ def sgo_viewer_from_dir(images, sgo_dir, labels=None, dataset="vaihingen", reade
     "A `SGOViewer` over image files (read by `reader`, default `imread`) and their maps in `sgo_dir`, GT optional."
     from ssrs_nb.core import imread
     from ssrs_nb.sam import read_sgo_sgb
+    dirs = {str(k): Path(v) for k, v in sgo_dir.items()} if isinstance(sgo_dir, dict) else {"": Path(sgo_dir)}
     images = {Path(p).stem: Path(p) for p in images}
     labels = {} if labels is None else {Path(i).stem: Path(l) for i, l in zip(images.values(), labels)}
-    def load(stem):
-        img = (reader or imread)(images[stem]); sgo, sgb = read_sgo_sgb(sgo_dir, stem, shape=img.shape[:2])
+    items = {(f"{stem} [{name}]" if name else stem): (stem, d) for stem in images for name, d in dirs.items()}
+    def load(item):
+        stem, folder = items[item]
+        img = (reader or imread)(images[stem]); sgo, sgb = read_sgo_sgb(folder, stem, shape=img.shape[:2])
         d = dict(image=img, sgo=sgo, sgb=sgb)
         if stem in labels:
             try:
@@ -284,4 +287,4 @@ def sgo_viewer_from_dir(images, sgo_dir, labels=None, dataset="vaihingen", reade
                 d["gt"] = read_label(labels[stem], dataset)
             except ImportError: d["gt"] = imread(labels[stem])
         return d
-    return SGOViewer(list(images), load, palette=dataset, **kw)
+    return SGOViewer(list(items), load, palette=dataset, **kw)
