@@ -152,8 +152,19 @@ class ObjectIndex:
         i, a = self.at(y, x)
         return f"(y={y}, x={x}): " + (f"object {i}, {a} px" if i else "no object (background or boundary)")
 
-# %% ../nbs/08_viz.ipynb #4d3ed6ed
+# %% ../nbs/08_viz.ipynb #7132c7dd
 _TITLE_PX = 28   # room above the image for the title line
+
+def _no_autoshow():
+    "`pyplot.ioff()`, also where IPython's display hook is already gone (several notebooks in one process: nbdev_test)."
+    import matplotlib
+    import matplotlib.pyplot as plt
+    was = matplotlib.is_interactive()
+    try: return plt.ioff()
+    except ValueError:            # ioff() turned interactive mode off, then failed to remove a hook that is not there
+        import contextlib
+        stack = contextlib.ExitStack(); stack.callback(matplotlib.interactive, was)
+        return stack
 
 class SGOViewer:
     "ipywidgets viewer: choose a tile, toggle SGO/SGB/GT layers, set the opacity, read object ids and areas."
@@ -198,7 +209,7 @@ class SGOViewer:
         "Draw the current view as a matplotlib figure (also the static output under papermill / nbdev_test)."
         import matplotlib.pyplot as plt
         if self.fig is None:
-            with plt.ioff():   # not shown by itself: the viewer shows it (no second, stale copy under the widget)
+            with _no_autoshow():   # not shown by itself: the viewer shows it (no second, stale copy under the widget)
                 self.fig = plt.figure(figsize=(self.size / self.dpi, (self.size + _TITLE_PX) / self.dpi), dpi=self.dpi)
             self.ax = self.fig.add_axes((0, 0, 1, self.size / (self.size + _TITLE_PX)))
             self._im = None
