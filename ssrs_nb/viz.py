@@ -88,13 +88,13 @@ def fig3_panel(samples, palette="vaihingen", names=("baseline", "ours"), dpi=100
     titles = ["(a) image", "(b) ground truth"] + [f"({letters[i + 2]}) {n}" for i, n in enumerate(names)]
     return _grid(rows, titles, dpi=dpi, title=title)
 
-# %% ../nbs/08_viz.ipynb #f67bae4c
+# %% ../nbs/08_viz.ipynb #9cd002f5
 def plot_history(history: list, title: str = ""):
     "Figure: training loss terms per epoch (left) and mF1 / mIoU per evaluation (right)."
     from matplotlib.figure import Figure
     from matplotlib.ticker import MaxNLocator
     fig = Figure(figsize=(9, 3.2), dpi=80)
-    a, b = fig.subplots(1, 2)
+    a, b = fig.subplots(1, 2, sharex=True)             # one epoch axis: a single evaluation still sits on it
     ep = [h["epoch"] for h in history]
     for k in ("total", "seg", "obj", "bdy", "aux"):
         ys = [h["train"].get(k) for h in history]

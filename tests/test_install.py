@@ -32,6 +32,7 @@ BIN = Path(sys.executable).parent
 NOT_IMPORTED = {
     "torchvision": "timm's dependency; declared with a lower bound that matches torch>=2.4 so pip keeps the pair compatible",
     "ipykernel": "the `python3` kernel that papermill starts for `paper.run_grid` (nbs/10_train.ipynb)",
+    "imagecodecs": "tifffile's LZW decoder (core.imread): the official Vaihingen tiles and the generated ones are LZW TIFFs",
 }
 
 def _run(cmd, timeout=300, **kw):
