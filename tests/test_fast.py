@@ -1,6 +1,9 @@
 "ssrs_nb.fast: the compiled and the eager fast step give the eager training step's loss curve and weights."
 import json
 import os
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -143,3 +146,44 @@ def test_compiled_step_stops_on_nan(tmp_path, monkeypatch):
     with pytest.raises(FloatingPointError, match="non-finite loss by iteration 2"):
         train(_cfg(d, tmp_path / "nan", compile="on", lr=1e30), model_fn=small)
     assert json.loads((tmp_path / "nan" / "metrics.json").read_text())["status"].startswith("stopped")
+
+
+# --- the compiled step under DistributedDataParallel (gloo, 2 CPU processes) ---------------------------------------
+DDP_SCRIPT = '''
+import json, sys, torch, torch.distributed as dist
+from torch import nn
+from ssrs_nb.fast import TrainStep, make_sgd
+from test_fast import batches, net          # this file (tests/ is on PYTHONPATH)
+dist.init_process_group("gloo"); rank = dist.get_rank()
+out = {}
+for name, compile, backend in (("eager", "off", "inductor"), ("compiled", "on", "aot_eager")):
+    model = nn.parallel.DistributedDataParallel(net())
+    step = TrainStep(model, make_sgd(model.parameters(), lr=0.05), compile=compile, backend=backend, device="cpu",
+                     log=lambda s: None)
+    curve = [step(b).tolist() for b in batches(3, seed=10 + rank)]       # each process its own batches
+    out[name] = {"curve": curve, "weights": [p.detach().flatten().tolist() for p in model.module.parameters()],
+                 "compiled": step.compiled}
+json.dump(out, open(f"{sys.argv[1]}/rank{rank}.json", "w"))
+dist.destroy_process_group()
+'''
+
+
+def test_compiled_step_under_ddp_equals_eager(tmp_path):
+    """torchrun, 2 gloo processes, different batches each: the traced step (`backend='aot_eager'`: Dynamo splits the
+    graph at DDP's buckets, AOTAutograd's backward fires DDP's all-reduce) gives each process the eager DDP step's loss
+    curve, and both processes end with the same (averaged) weights."""
+    script = tmp_path / "ddp.py"; script.write_text(DDP_SCRIPT)
+    here = Path(__file__).resolve().parent
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": os.pathsep.join([str(here.parent), str(here)])}
+    p = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", str(script),
+                        str(tmp_path)], env=env, capture_output=True, text=True, timeout=300)
+    assert p.returncode == 0, (p.stdout + p.stderr)[-3000:]
+    r = [json.loads((tmp_path / f"rank{i}.json").read_text()) for i in range(2)]
+    for ri in r:
+        assert ri["compiled"]["compiled"] and not ri["eager"]["compiled"]
+        torch.testing.assert_close(torch.tensor(ri["compiled"]["curve"]), torch.tensor(ri["eager"]["curve"]), rtol=1e-5, atol=1e-5)
+        for a, b in zip(ri["compiled"]["weights"], ri["eager"]["weights"], strict=True):
+            torch.testing.assert_close(torch.tensor(a), torch.tensor(b), rtol=1e-5, atol=1e-6)
+    assert r[0]["eager"]["curve"][0] != r[1]["eager"]["curve"][0]                       # the processes saw other data
+    for a, b in zip(r[0]["compiled"]["weights"], r[1]["compiled"]["weights"], strict=True):
+        torch.testing.assert_close(torch.tensor(a), torch.tensor(b), rtol=1e-6, atol=1e-7)   # gradients were averaged
