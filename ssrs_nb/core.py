@@ -187,7 +187,7 @@ def load_checkpoint(path, map_location: str | torch.device = "cpu") -> Any:
         raise ValueError(f"{path}: not a PyTorch checkpoint ({size:,} bytes starting with {head!r}; {type(e).__name__}: "
                          f"{first}); pass a file written by torch.save (.pth/.pt/.ckpt).") from None
 
-# %% ../nbs/00_core.ipynb #a7114aea
+# %% ../nbs/00_core.ipynb #00419a00
 import cv2
 
 MAX_PIXELS = 2 ** 28        # pixels an image may declare before imread refuses it (raise with max_pixels=)
@@ -228,6 +228,9 @@ def _read_tiff(path: Path, max_pixels) -> np.ndarray:
             if page.planarconfig == 2 and page.samplesperpixel > 1: arr = np.moveaxis(arr, 0, -1)  # S×H×W → H×W×S
     except ValueError as e:
         if str(e).startswith(f"{path}:"): raise
+        if "requires the 'imagecodecs' package" in str(e):     # tifffile's words for a compression it cannot decode
+            raise ValueError(f"{path}: TIFF compressed with {str(e).split(' requires')[0]}, which tifffile decodes only "
+                             f"with the imagecodecs package: pip install imagecodecs") from None
         raise ValueError(f"{path}: TIFF could not be decoded ({type(e).__name__}: {str(e)[:200]}); the file is corrupt "
                          f"or truncated: copy or download it again") from None
     except Exception as e:

@@ -92,3 +92,17 @@ def test_decompression_bomb_is_refused(tmp_path):
     small = _gdal_write(tmp_path / "small.tif", _scene(20, 30))
     with pytest.raises(ValueError, match="max_pixels=599"): read_image(small, max_pixels=599)
     assert read_image(small, max_pixels=600).shape == (20, 30, 3)          # the parameter raises the limit
+
+
+def test_lzw_tiff_without_imagecodecs_says_what_to_install(tmp_path):
+    "An LZW TIFF read where imagecodecs is missing (a bare GPU image, say): the error names the package, not corruption."
+    import subprocess
+    import sys
+    p = tmp_path / "lzw.tif"
+    tifffile.imwrite(p, _scene(), compression="lzw")
+    code = f"import sys; sys.modules['imagecodecs'] = None\nfrom ssrs_nb.core import imread\nimread({str(p)!r})"
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 1
+    assert f"{p}: TIFF compressed with <COMPRESSION.LZW: 5>" in r.stderr and "pip install imagecodecs" in r.stderr, r.stderr[-2000:]
+    assert "corrupt" not in r.stderr.splitlines()[-1]
+    assert imread(p).shape == (300, 280, 3)                        # with imagecodecs (this process) it reads
