@@ -429,7 +429,7 @@ def _load_image(path) -> np.ndarray:
         raise ValueError(f"{path}: expected 8-bit pixels, got {img.dtype}; rescale it to uint8 first")
     return img
 
-# %% ../nbs/01_sam.ipynb #d01dc9f8
+# %% ../nbs/01_sam.ipynb #419934f9
 class _Busy(Exception): pass
 
 def _flock(path: Path, shared: bool) -> int:
@@ -576,13 +576,18 @@ def _pipelined(todo: list, generator, opts: dict, out_dir: Path, record: str, re
             pending = writer.submit(_write_pair, stem, path, sgo, sgb, out_dir, record, t0)
         if pending is not None: yield pending.result()
 
+def _one_thread():
+    "Worker processes: one thread each for OpenCV and torch (N processes on N cores, not N × N threads)."
+    import cv2
+    cv2.setNumThreads(1); torch.set_num_threads(1)
+
 def _in_processes(todo: list, generator, opts: dict, out_dir: Path, record: str, workers: int, reader=None):
     "Yield (stem, entry) as `workers` processes finish images (the generator is pickled to them: CPU generators)."
     import multiprocessing as mp
     from concurrent.futures import ProcessPoolExecutor, as_completed
 
     from ssrs_nb import sam  # the worker processes import the job from the package (spawn: nothing is inherited)
-    with ProcessPoolExecutor(workers, mp_context=mp.get_context("spawn")) as pool:
+    with ProcessPoolExecutor(workers, mp_context=mp.get_context("spawn"), initializer=sam._one_thread) as pool:
         futs = [pool.submit(sam._one_image, stem, path, generator, opts, out_dir, record, reader) for stem, path in todo]
         for f in as_completed(futs): yield f.result()
 
