@@ -17,7 +17,7 @@ PYTEST_TIMEOUT ?= 900
 export MPLBACKEND = Agg
 export PYTHONUNBUFFERED = 1
 
-.PHONY: install test sync lint nbtest pytest demo readme export bench lab
+.PHONY: install test sync lint nbtest pytest demo readme export bench lab gpu-wheels
 
 # The install also brings the optional object generators (extras samhq, sam2: HQ-SAM and SAM 2) so that their tests
 # run; sam2 is an sdist built against the torch above (--no-build-isolation: seconds instead of minutes) and
@@ -81,3 +81,10 @@ lab: install
 		--ServerApp.port_retries=0 --IdentityProvider.token=$$token --ServerApp.root_dir=$(CURDIR) \
 		--LabApp.default_url=/lab/tree/$(LAB_NOTEBOOK) --LabApp.news_url=None \
 		--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate $$([ "$$(id -u)" = 0 ] && echo --allow-root)
+
+# the wheels a lent GPU machine lacks for benchmarks/gpu.py (it reaches no package index; Python 3.12 there):
+# segment-anything for the SAM rows, imagecodecs to read the generated LZW TIFFs. See benchmarks/device.sh
+gpu-wheels: install
+	$(BIN)/python -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
+		--platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 \
+		-d .whl segment-anything==1.0 imagecodecs==$$($(BIN)/python -c "import imagecodecs; print(imagecodecs.__version__)")

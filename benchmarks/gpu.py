@@ -1,13 +1,19 @@
-"""Every row of issue 12's table on the current device: the training step (R18 and Swin; fp32 and bf16; seg-only and
+r"""Every row of issue 12's table on the current device: the training step (R18 and Swin; fp32 and bf16; seg-only and
 + L_obj + L_bdy; eager and the fast path of `ssrs_nb.fast`), the losses alone, the sliding window against the bare
 forward (and its peak GPU memory for two scene heights), the data loader against the step, SGO/SGB generation per
-image (superpixels and SAM), and the estimated time of one paper run and of the paper's whole grid.
+image (superpixels and SAM) and the superpixel speed-up with one process per core, and the estimated time of one
+paper run and of the paper's whole grid.
 
-    python benchmarks/gpu.py [--out gpu.json] [--rows REGEX] [--compile auto|off|on]   # paper sizes
-    python benchmarks/gpu.py --smoke --out /tmp/smoke.json                              # tiny sizes, CPU, < 1 min
+    python benchmarks/gpu.py [--out gpu.json] [--rows REGEX] [--compile auto|off|on] [--budget-s S]   # paper sizes
+    python benchmarks/gpu.py --smoke --out /tmp/smoke.json                                          # tiny, CPU, < 1 min
+    python benchmarks/gpu.py --show benchmarks/results/*.json                                      # the issue's table
 
-On a lent GPU with minutes to spare, the rows that need compiling (each fast-path row compiles its own step: about
-a minute for R18, more for Swin) can be narrowed to the ones the estimates need:
+On a lent GPU machine, `bash benchmarks/device.sh` (after `make gpu-wheels` here) runs it as one command within a
+lease. The rows the issue's table and the estimates need run first, the rest of the step grid last, so a time budget
+(`--budget-s`: rows not started by then read "not measured (time budget)") cuts the least useful rows. A row that
+fails (a compile error, out of memory) reads "error" with the message, and the run goes on. The JSON is rewritten after
+every row, so a run killed by its time limit keeps what it measured. Each fast-path row compiles its own step (about a
+minute for R18, more for Swin); `--rows` narrows the run, e.g.
 
     python benchmarks/gpu.py --out gpu.json --rows 'resnet18/(fp32|bf16)|swin/bf16/seg\+obj\+bdy|losses|sgo'
 
@@ -16,6 +22,7 @@ CPU). Rows that need a GPU (peak GPU memory) read "not measured" without one; ro
 so. Random-weight models and generated data: speed does not depend on the weight values.
 """
 import argparse
+import contextlib
 import datetime
 import math
 import os
@@ -25,6 +32,7 @@ import statistics
 import sys
 import tempfile
 import time
+import traceback
 from pathlib import Path
 
 import numpy as np
@@ -41,9 +49,9 @@ NOT_MEASURED = "not measured"
 PAPER = dict(epochs=50, iters=1000, milestones=[25, 35, 45], batch=10, window=256)
 SIZES = {  # paper sizes (issue 12) and the --smoke sizes
     False: dict(batch=10, window=256, scene=(2048, 2560), stride=32, eval_batch=16, sgo_size=1024, tiles=4,
-                loader_batches=20, sam="vit_h", points_per_side=32),
+                loader_batches=20, sam="vit_h", points_per_side=32, sgo_tiles=16),
     True: dict(batch=2, window=32, scene=(96, 128), stride=16, eval_batch=8, sgo_size=128, tiles=2,
-               loader_batches=4, sam="tiny", points_per_side=4),
+               loader_batches=4, sam="tiny", points_per_side=4, sgo_tiles=4),
 }
 
 
@@ -92,21 +100,51 @@ def eager_step(model, opt, amp_dtype, use_obj, use_bdy, dev):
 
 
 class Bench:
-    def __init__(self, a):
+    def __init__(self, a, head=None):
         self.a, self.s = a, SIZES[a.smoke]
         self.dev = get_device(a.device)
         self.clock = Clock(self.dev, a.steps, a.warmup)
         self.rows, self.sel = [], re.compile(a.rows) if a.rows else None
         self.C = 6
+        self.head, self.t0 = head or {}, time.time()
 
     def row(self, key, what, value=None, unit="", goal="", status="measured", note=""):
         r = dict(key=key, what=what, value=value, unit=unit, goal=goal, status=status, note=note)
         self.rows.append(r)
         v = "—" if value is None else (f"{value:.4g}" if isinstance(value, float) else str(value))
         print(f"{key:<44}{v:>12} {unit:<10}{status:<24}{goal:<28}{note}", flush=True)
+        self.save()
         return r
 
+    def save(self):
+        "The JSON so far (after every row: a run stopped by its time limit keeps what it measured)."
+        if self.a.out: atomic_write_json(self.a.out, dict(self.head, seconds=round(time.time() - self.t0, 1), rows=self.rows))
+
     def want(self, key): return self.sel is None or bool(self.sel.search(key))
+
+    def over_budget(self) -> bool: return self.a.budget_s is not None and time.time() - self.t0 > self.a.budget_s
+
+    def done(self, key): return any(r["key"] == key for r in self.rows)
+
+    @contextlib.contextmanager
+    def section(self, rows: dict, unit=""):
+        """Run one measurement that gives the rows `rows` ({key: what}): past `--budget-s` they read "not measured (time
+        budget)"; an error (a compile failure, out of memory) is recorded in the rows it left unwritten, and the run goes on."""
+        if not any(map(self.want, rows)):
+            for k, w in rows.items():
+                if not self.done(k): self.row(k, w, None, unit, status="skipped (--rows)")
+            yield False; return
+        if self.over_budget():
+            for k, w in rows.items(): self.row(k, w, None, unit, status=f"{NOT_MEASURED} (time budget)",
+                                               note=f"--budget-s {self.a.budget_s} spent before this row")
+            yield False; return
+        try: yield True
+        except Exception as e:                            # recorded, printed in full, and the next rows still run
+            traceback.print_exc()
+            msg = f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"[:300]
+            for k, w in rows.items():
+                if not self.done(k): self.row(k, w, None, unit, status="error", note=msg)
+            if self.dev.type == "cuda": torch.cuda.empty_cache()
 
     def get(self, key):
         r = next((r for r in self.rows if r["key"] == key), None)
@@ -117,36 +155,45 @@ class Bench:
         return False
 
     # --- the training step -------------------------------------------------------------------------------------
-    def steps(self):
+    STEP_GRID = [(bb, prec, losses, path) for bb in ("resnet18", "swin") for prec in ("fp32", "bf16")
+                 for losses in ("seg", "seg+obj+bdy") for path in ("eager", "fast")]
+    TABLE_STEPS = [("resnet18", "bf16", "seg+obj+bdy", "fast"), ("resnet18", "bf16", "seg+obj+bdy", "eager"),
+                   ("swin", "bf16", "seg+obj+bdy", "fast"), ("swin", "bf16", "seg+obj+bdy", "eager")]
+
+    def steps(self, which):
+        "The step rows: `'table'` (the four the issue's table and the estimates need), or `'rest'` of the grid."
+        grid = self.TABLE_STEPS if which == "table" else [c for c in self.STEP_GRID if c not in self.TABLE_STEPS]
+        for c in grid: self.step_row(*c)
+
+    def step_row(self, bb, prec, losses, path):
         from ssrs_nb.unetformer import create_model
         B, w = self.s["batch"], self.s["window"]
-        for bb in ("resnet18", "swin"):
-            for prec in ("fp32", "bf16"):
-                for losses in ("seg", "seg+obj+bdy"):
-                    for path in ("eager", "fast"):
-                        key = f"step/{bb}/{prec}/{losses}/{path}"
-                        what = f"UNetFormer-{bb} training step, {prec}, {losses}, {path}"
-                        goal = {"resnet18": "≤ 10 ms", "swin": "≤ 60 ms"}[bb] if path == "fast" and prec == "bf16" else ""
-                        if not self.want(key): self.row(key, what, None, "s", goal, "skipped (--rows)"); continue
-                        if bb == "swin" and self.a.smoke and not self.a.smoke_swin:
-                            self.row(key, what, None, "s", goal, "skipped (--smoke)", "the Swin model: run without --smoke (or --smoke-swin)")
-                            continue
-                        torch.manual_seed(0)
-                        model = create_model(bb, self.C).to(self.dev).train()
-                        use = dict(use_obj=losses != "seg", use_bdy=losses != "seg")
-                        adt = torch.bfloat16 if prec == "bf16" else None
-                        if path == "eager":
-                            opt = torch.optim.SGD(model.parameters(), lr=1e-3, momentum=0.9, weight_decay=5e-4)
-                            fn, note = eager_step(model, opt, adt, dev=self.dev, **use), "losses.total_loss + SGD (today's step)"
-                        else:
-                            opt = make_sgd(model.parameters(), lr=1e-3, device=self.dev)
-                            st = TrainStep(model, opt, amp_dtype=adt, compile=self.a.compile, device=self.dev, **use)
-                            fn, note = st, f"ssrs_nb.fast.TrainStep, compiled={st.compiled}, channels_last={st.channels_last}"
-                        batch = fake_batch(B, w, self.C, self.dev)
-                        t = self.clock(lambda fn=fn, batch=batch: fn(batch))
-                        self.row(key, what, t, "s", goal, note=f"{note}; batch {B}, {w}²")
-                        del model, opt, fn
-                        if self.dev.type == "cuda": torch.cuda.empty_cache()
+        key = f"step/{bb}/{prec}/{losses}/{path}"
+        what = f"UNetFormer-{bb} training step, {prec}, {losses}, {path}"
+        goal = {"resnet18": "≤ 10 ms", "swin": "≤ 60 ms"}[bb] if path == "fast" and prec == "bf16" else ""
+        if not self.want(key): self.row(key, what, None, "s", goal, "skipped (--rows)"); return
+        if bb == "swin" and self.a.smoke and not self.a.smoke_swin:
+            self.row(key, what, None, "s", goal, "skipped (--smoke)", "the Swin model: run without --smoke (or --smoke-swin)")
+            return
+        with self.section({key: what}, "s") as go:
+            if not go: return
+            torch.manual_seed(0)
+            model = create_model(bb, self.C).to(self.dev).train()
+            use = dict(use_obj=losses != "seg", use_bdy=losses != "seg")
+            adt = torch.bfloat16 if prec == "bf16" else None
+            if path == "eager":
+                opt = torch.optim.SGD(model.parameters(), lr=1e-3, momentum=0.9, weight_decay=5e-4)
+                fn, note = eager_step(model, opt, adt, dev=self.dev, **use), "losses.total_loss + SGD (today's step)"
+            else:
+                opt = make_sgd(model.parameters(), lr=1e-3, device=self.dev)
+                st = TrainStep(model, opt, amp_dtype=adt, compile=self.a.compile, device=self.dev, **use)
+                fn = st
+                note = f"ssrs_nb.fast.TrainStep, compiled={st.compiled} (mode {st.mode}), channels_last={st.channels_last}"
+            batch = fake_batch(B, w, self.C, self.dev)
+            t = self.clock(lambda: fn(batch))
+            self.row(key, what, t, "s", goal, note=f"{note}; batch {B}, {w}²")
+        model = opt = fn = None
+        if self.dev.type == "cuda": torch.cuda.empty_cache()
 
     # --- the losses alone -------------------------------------------------------------------------------------
     def losses(self):
@@ -161,20 +208,28 @@ class Bench:
         for key, fn, what in (("losses/eager", eager, "L_obj + L_bdy fwd+bwd, losses.object_loss/boundary_loss"),
                               ("losses/fast", fast, "L_obj + L_bdy fwd+bwd, the fused terms of ssrs_nb.fast")):
             if not self.want(key): self.row(key, what, None, "s", status="skipped (--rows)"); continue
-            self.row(key, what, self.clock(fn), "s", note=f"batch {B}, {w}², {self.C} classes")
+            with self.section({key: what}, "s") as go:
+                if go: self.row(key, what, self.clock(fn), "s", note=f"batch {B}, {w}², {self.C} classes")
         step = self.get("step/resnet18/bf16/seg+obj+bdy/fast")
         lf = self.get("losses/fast")
         if step and lf: self.row("losses/share_of_step", "fast losses / R18 bf16 fast step", 100 * lf / step, "%", "≤ 5 %")
         else: self.row("losses/share_of_step", "fast losses / R18 bf16 fast step", None, "%", "≤ 5 %", NOT_MEASURED, "needs both rows")
 
     # --- the sliding window -----------------------------------------------------------------------------------
+    WINDOW_ROWS = ("window/bare_forward", "window/sliding", "window/sliding_whole", "window/sliding_vs_bare",
+                   "window/banded_vs_whole", "window/peak_mem_scene", "window/peak_mem_2x_scene")
+
+    def n_windows(self) -> int:
+        (H, W), win, st = self.s["scene"], self.s["window"], self.s["stride"]
+        return len(window_starts(H, win, st)) * len(window_starts(W, win, st))
+
     def window(self):
         from ssrs_nb.unetformer import create_model
         (H, W), win, st, bs = self.s["scene"], self.s["window"], self.s["stride"], self.s["eval_batch"]
         amp = self.dev.type == "cuda"
         torch.manual_seed(0)
         model = create_model("resnet18", self.C).to(self.dev).eval()
-        n = len(window_starts(H, win, st)) * len(window_starts(W, win, st))
+        n = self.n_windows()
         img = (np.random.default_rng(0).random((H, W, 3)) * 255).astype(np.uint8)
         xs = torch.rand(bs, 3, win, win, device=self.dev)
         from ssrs_nb.inference import _autocast
@@ -202,17 +257,21 @@ class Bench:
             base = torch.cuda.memory_allocated()
             sliding_window_predict(model, big, self.C, win, st, bs, amp=amp)
             self.row(key, what, (torch.cuda.max_memory_allocated() - base) / 2**20, "MiB", "independent of scene size")
-        return n
 
     # --- the data loader --------------------------------------------------------------------------------------
-    def loader(self, tmp):
-        from ssrs_nb.data import WindowDataset, list_tiles
+    def tiles(self, tmp):
+        "Two generated Vaihingen tiles with their SGO/SGB maps (in `tmp`)."
+        from ssrs_nb.data import list_tiles
         from ssrs_nb.reference import gt_sgo_sgb_maps
         from ssrs_nb.synthetic import make_synthetic_vaihingen
         size = max(2 * self.s["window"], 512 if not self.a.smoke else 128)
         make_synthetic_vaihingen(tmp / "v", ids=[1, 3], size=size)
         tiles = list_tiles("vaihingen", tmp / "v", "train", ids=[1, 3])
         gt_sgo_sgb_maps(tiles, tmp / "sgo")
+        return tiles
+
+    def loader(self, tmp, tiles):
+        from ssrs_nb.data import WindowDataset
         B = self.s["batch"]; nb = self.s["loader_batches"]
         nw = self.a.workers if self.a.workers is not None else (0 if self.a.smoke else min(8, os.cpu_count() or 1))
         ds = WindowDataset(tiles, sgo_dir=tmp / "sgo", window=self.s["window"], length=B * nb, progress=False)
@@ -229,7 +288,6 @@ class Bench:
         if step:
             self.row("loader/vs_step", "loader samples/s ÷ samples/s the R18 fast step consumes", rate * step / B, "×", "≥ 1 (loader never the bottleneck)")
         else: self.row("loader/vs_step", "loader samples/s ÷ samples/s the R18 fast step consumes", None, "×", "≥ 1", NOT_MEASURED, "needs the step row")
-        return tiles
 
     def _wall(self, fn):
         if self.dev.type == "cuda": torch.cuda.synchronize()
@@ -238,21 +296,51 @@ class Bench:
         return time.perf_counter() - t
 
     # --- SGO/SGB generation -----------------------------------------------------------------------------------
-    def sgo(self, tiles):
+    def sgo_image(self, tiles) -> np.ndarray:
+        "A `sgo_size`² image tiled from a generated Vaihingen tile."
         from ssrs_nb.data import read_image
-        from ssrs_nb.sam import SuperpixelGenerator, build_tiny_sam, generate_sgo_sgb, mask_generator_from_model
         n = self.s["sgo_size"]
         img = read_image(tiles[0].image_path)
-        img = np.ascontiguousarray(np.tile(img, (n // img.shape[0] + 1, n // img.shape[1] + 1, 1))[:n, :n])
+        return np.ascontiguousarray(np.tile(img, (n // img.shape[0] + 1, n // img.shape[1] + 1, 1))[:n, :n])
+
+    def sgo(self, img, which):
+        "SGO/SGB rows: `'per_image'` (superpixels and SAM, one image) or `'speedup'` (superpixels, processes vs one)."
+        from ssrs_nb.sam import SuperpixelGenerator, generate_sgo_sgb
+        n = img.shape[0]
         reps = dict(n=1 if not self.a.smoke else 2, warmup=0 if not self.a.smoke else 1)
-        if self.want("sgo/superpixel_per_image"):
-            t = self.clock(lambda: generate_sgo_sgb(img, SuperpixelGenerator(), crop=512), **reps)
-            self.row("sgo/superpixel_per_image", f"superpixel SGO/SGB, one {n}² image, one process", t, "s",
-                     note="×16 tiles / cores for the issue's row")
-        else: self.row("sgo/superpixel_per_image", "superpixel SGO/SGB", None, "s", status="skipped (--rows)")
-        if not self.want("sgo/sam"):
-            for k in ("sgo/sam_per_image", "sgo/sam_encoder"): self.row(k, "SAM", None, "s", status="skipped (--rows)")
+        if which == "speedup":
+            with self.section({"sgo/superpixel_speedup": "superpixel generate_dataset, workers vs one process"}, "×") as go:
+                if go: self._speedup(img, n)
             return
+        with self.section({"sgo/superpixel_per_image": "superpixel SGO/SGB"}, "s") as go:
+            if go:
+                t = self.clock(lambda: generate_sgo_sgb(img, SuperpixelGenerator(), crop=512), **reps)
+                self.row("sgo/superpixel_per_image", f"superpixel SGO/SGB, one {n}² image, one process", t, "s")
+        with self.section({"sgo/sam_per_image": "SAM automatic masks", "sgo/sam_encoder": "SAM image encoder"}, "s") as go:
+            if go: self._sam(img, n, reps)
+
+    def _speedup(self, img, n):
+        "`generate_dataset` over `sgo_tiles` images with one process per core against `workers=0`: wall-time ratio."
+        import cv2
+
+        from ssrs_nb.sam import SuperpixelGenerator, generate_dataset
+        k, cores = self.s["sgo_tiles"], self.a.workers_sgo or os.cpu_count() or 1
+        with tempfile.TemporaryDirectory() as d:
+            paths = []
+            for i in range(k):                          # distinct images: each tile shifted, so no two are alike
+                p = Path(d) / f"tile{i:02d}.png"; cv2.imwrite(str(p), np.roll(img, 37 * i, axis=(0, 1))[..., ::-1]); paths.append(p)
+            one = self._wall(lambda: generate_dataset(paths, Path(d) / "one", SuperpixelGenerator(), progress=False))
+            par = self._wall(lambda: generate_dataset(paths, Path(d) / "par", SuperpixelGenerator(), progress=False,
+                                                      workers=cores))
+            same = all((Path(d) / "one" / q.name).read_bytes() == (Path(d) / "par" / q.name).read_bytes()
+                       for q in sorted((Path(d) / "one").glob("*_sg[ob].png")))
+        self.row("sgo/superpixel_speedup", f"superpixel generate_dataset, {k} images of {n}², {cores} worker processes "
+                 f"vs one process", one / par, "×", f"≥ {0.7 * cores:.3g} (0.7 × {cores} cores)",
+                 note=f"{one:.1f} s → {par:.1f} s; maps byte-identical: {same}"
+                      + ("; smoke sizes: starting the processes dominates" if self.a.smoke else ""))
+
+    def _sam(self, img, n, reps):
+        from ssrs_nb.sam import build_tiny_sam, mask_generator_from_model
         if self.s["sam"] == "tiny":
             sam, label = build_tiny_sam(img_size=256).to(self.dev), "tiny random SAM (build_tiny_sam)"
         else:
@@ -303,6 +391,42 @@ class Bench:
         else: self.row("estimate/grid", what, None, "GPU-h", "≤ 10 GPU-h", NOT_MEASURED, "needs the Swin and R18 bf16 fast step rows")
 
 
+# issue 12's table, row by row: (its words, the row key that answers it)
+ISSUE_TABLE = [
+    ("UNetFormer-R18 training step + L_obj + L_bdy, bf16, eager (today)", "step/resnet18/bf16/seg+obj+bdy/eager"),
+    ("UNetFormer-R18 training step + L_obj + L_bdy, bf16, fast path", "step/resnet18/bf16/seg+obj+bdy/fast"),
+    ("Swin UNetFormer training step, bf16, eager (today)", "step/swin/bf16/seg+obj+bdy/eager"),
+    ("Swin UNetFormer training step, bf16, fast path", "step/swin/bf16/seg+obj+bdy/fast"),
+    ("L_obj + L_bdy forward + backward, fused", "losses/fast"),
+    ("… as a share of the R18 fast step", "losses/share_of_step"),
+    ("sliding window: bare forward time / sliding-window time", "window/sliding_vs_bare"),
+    ("sliding window: peak GPU memory, one scene", "window/peak_mem_scene"),
+    ("sliding window: peak GPU memory, a scene twice as tall", "window/peak_mem_2x_scene"),
+    ("data loader samples/s ÷ what the R18 fast step consumes", "loader/vs_step"),
+    ("superpixel SGO/SGB: speed-up with one process per core", "sgo/superpixel_speedup"),
+    ("SAM automatic mask generator, one image", "sgo/sam_per_image"),
+    ("SAM image encoder, one crop", "sgo/sam_encoder"),
+    ("one whole R18 paper run (estimate)", "estimate/run"),
+    ("the paper's whole grid (estimate)", "estimate/grid"),
+]
+
+
+def show(paths) -> str:
+    "Issue 12's table from recorded JSON files (`--out` of earlier runs), as Markdown: one value column per file."
+    import json
+    runs = [json.loads(Path(p).read_text()) for p in paths]
+    if not runs: return "no recorded run: every row of issue 12's table reads \"not measured\"\n"
+    cell = lambda r, key: next(((f"{x['value']:.4g} {x['unit']}" if x["value"] is not None
+                                 else "—" if x["status"].startswith("skipped") else x["status"])
+                                + (f" ({x['status']})" if x["status"] not in ("measured", NOT_MEASURED) and x["value"] is not None else "")
+                                for x in r["rows"] if x["key"] == key), NOT_MEASURED)
+    goal = lambda key: next((x["goal"] for r in runs for x in r["rows"] if x["key"] == key and x["goal"]), "")
+    head = [f"{r['device']}, torch {r['torch']}, {r['date'][:10]}{' (smoke sizes)' if r.get('smoke') else ''}" for r in runs]
+    lines = ["| row | goal | " + " | ".join(head) + " |", "|---|---|" + "---|" * len(runs)]
+    lines += [f"| {what} | {goal(key)} | " + " | ".join(cell(r, key) for r in runs) + " |" for what, key in ISSUE_TABLE]
+    return "\n".join(lines) + "\n"
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--smoke", action="store_true", help="tiny sizes (CPU, well under a minute)")
@@ -314,26 +438,48 @@ def main(argv=None):
     ap.add_argument("--compile", default="auto", choices=["auto", "off", "on"], help="the fast path's compile switch")
     ap.add_argument("--rows", default=None, help="only the rows whose key matches this regex (others: skipped)")
     ap.add_argument("--workers", type=int, default=None, help="DataLoader workers (default: 0 smoke, min(8, cores))")
+    ap.add_argument("--workers-sgo", type=int, default=None, help="processes for the superpixel speed-up row (default: cores)")
+    ap.add_argument("--budget-s", type=float, default=None,
+                    help="seconds after which the remaining rows read 'not measured (time budget)' (a lent GPU's lease)")
+    ap.add_argument("--show", nargs="*", default=None, metavar="JSON",
+                    help="print issue 12's table from recorded runs (their --out files) and exit")
     a = ap.parse_args(argv)
+    if a.show is not None: print(show(a.show), end=""); return None
     a.steps = a.steps or (3 if a.smoke else 20)
     a.warmup = a.warmup if a.warmup is not None else (1 if a.smoke else 5)
     b = Bench(a)
-    t0 = time.time()
-    head = dict(device=device_name(b.dev), device_type=b.dev.type, torch=torch.__version__, smoke=a.smoke,
-                date=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-                steps=a.steps, warmup=a.warmup, compile=a.compile, timer="CUDA events" if b.dev.type == "cuda" else "perf_counter")
-    print(f"# issue 12 benchmark on {head['device']}, torch {head['torch']}, {head['date']}"
-          f"{' (--smoke sizes)' if a.smoke else ''}; median of {a.steps} after {a.warmup} warm-up ({head['timer']})")
+    dev = b.dev
+    b.head = dict(device=device_name(dev), device_type=dev.type, torch=torch.__version__, smoke=a.smoke,
+                  date=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"), steps=a.steps,
+                  warmup=a.warmup, compile=a.compile, budget_s=a.budget_s,
+                  timer="CUDA events" if dev.type == "cuda" else "perf_counter", host_cpus=os.cpu_count())
+    print(f"# issue 12 benchmark on {b.head['device']}, torch {b.head['torch']}, {b.head['date']}"
+          f"{' (--smoke sizes)' if a.smoke else ''}; median of {a.steps} after {a.warmup} warm-up ({b.head['timer']})")
     print(f"{'row':<44}{'value':>12} {'unit':<10}{'status':<24}{'goal':<28}note")
-    b.steps(); b.losses(); n = b.window()
+    # the rows of the issue's table and the estimates first; the rest of the step grid last (a budget cuts that first)
+    b.steps("table"); b.losses()
+    with b.section({k: "sliding window" for k in b.WINDOW_ROWS}) as go:
+        if go: b.window()
+    data_rows = {k: "needs the generated tiles" for k in ("loader/samples_per_s", "loader/vs_step", "sgo/superpixel_per_image",
+                                                          "sgo/sam_per_image", "sgo/sam_encoder", "sgo/superpixel_speedup")}
+    img = None
     with tempfile.TemporaryDirectory() as d:
-        tiles = b.loader(Path(d)); b.sgo(tiles)
-    b.estimates(n)
-    head["seconds"] = round(time.time() - t0, 1)
-    out = dict(head, rows=b.rows)
-    if a.out: atomic_write_json(a.out, out)
-    print(f"# {len(b.rows)} rows in {head['seconds']} s" + (f"; written to {a.out}" if a.out else ""))
-    return out
+        with b.section(data_rows) as go:               # two generated tiles and their maps: seconds
+            if go:
+                tiles = b.tiles(Path(d))
+                with b.section({"loader/samples_per_s": "data loader", "loader/vs_step": "data loader"}) as go:
+                    if go: b.loader(Path(d), tiles)
+                img = b.sgo_image(tiles)
+    if img is not None: b.sgo(img, "per_image")
+    with b.section({"estimate/run": "one paper run", "estimate/grid": "the paper's grid"}) as go:
+        if go: b.estimates(b.n_windows())
+    if img is not None: b.sgo(img, "speedup")          # CPU work (minutes at paper sizes): after the GPU's rows
+    b.steps("rest")
+    b.save()
+    n_err = sum(r["status"] == "error" for r in b.rows)
+    print(f"# {len(b.rows)} rows ({n_err} errors) in {round(time.time() - b.t0, 1)} s"
+          + (f"; written to {a.out}" if a.out else ""))
+    return dict(b.head, rows=b.rows)
 
 
 if __name__ == "__main__":

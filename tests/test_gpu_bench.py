@@ -14,7 +14,7 @@ OTHER_ROWS = ["losses/eager", "losses/fast", "losses/share_of_step",
               "window/bare_forward", "window/sliding", "window/sliding_whole", "window/sliding_vs_bare",
               "window/banded_vs_whole", "window/peak_mem_scene", "window/peak_mem_2x_scene",
               "loader/samples_per_s", "loader/vs_step",
-              "sgo/superpixel_per_image", "sgo/sam_per_image", "sgo/sam_encoder",
+              "sgo/superpixel_per_image", "sgo/superpixel_speedup", "sgo/sam_per_image", "sgo/sam_encoder",
               "estimate/run", "estimate/grid"]
 GPU_ONLY = ["window/peak_mem_scene", "window/peak_mem_2x_scene"]
 
@@ -38,9 +38,51 @@ def test_smoke(tmp_path):
         if "resnet18" in k: assert k in measured, rows[k]
         else: assert rows[k]["status"].startswith("skipped"), rows[k]
     for k in ("losses/eager", "losses/fast", "window/sliding", "window/bare_forward", "loader/samples_per_s",
-              "sgo/superpixel_per_image", "sgo/sam_per_image", "estimate/run"):
+              "sgo/superpixel_per_image", "sgo/superpixel_speedup", "sgo/sam_per_image", "estimate/run"):
         assert k in measured, rows[k]
+    assert "maps byte-identical: True" in rows["sgo/superpixel_speedup"]["note"]
     assert rows["estimate/grid"]["status"] == "not measured"          # needs the Swin step
     # the printed table names every row and the device
     for k in rows: assert k in r.stdout
     assert d["device"] in r.stdout
+    # --show renders issue 12's table from the JSON
+    shown = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "gpu.py"), "--show", str(out)], capture_output=True,
+                           text=True, timeout=60)
+    assert shown.returncode == 0 and d["device"] in shown.stdout, shown.stderr
+    line = next(x for x in shown.stdout.splitlines() if x.startswith("| … as a share of the R18 fast step"))
+    assert f"{rows['losses/share_of_step']['value']:.4g} %" in line and "≤ 5 %" in line
+    assert "| sliding window: peak GPU memory, one scene | independent of scene size | not measured |" in shown.stdout
+
+
+def _load_bench():
+    import importlib.util
+    spec = importlib.util.spec_from_file_location("gpu_bench", ROOT / "benchmarks" / "gpu.py")
+    mod = importlib.util.module_from_spec(spec); spec.loader.exec_module(mod)
+    return mod
+
+
+def test_a_failing_row_is_recorded_and_the_run_goes_on(tmp_path, monkeypatch):
+    "A row that raises (a compile failure, out of memory) reads 'error' with the message; the other rows are measured."
+    mod = _load_bench()
+    def boom(*a, **k): raise RuntimeError("inductor failed (test)")
+    monkeypatch.setattr(mod, "TrainStep", boom)
+    out = tmp_path / "b.json"
+    mod.main(["--smoke", "--device", "cpu", "--out", str(out), "--rows", r"resnet18/bf16/seg\+obj\+bdy|losses"])
+    rows = {x["key"]: x for x in json.loads(out.read_text())["rows"]}
+    fast, eager = rows["step/resnet18/bf16/seg+obj+bdy/fast"], rows["step/resnet18/bf16/seg+obj+bdy/eager"]
+    assert fast["status"] == "error" and fast["value"] is None and "RuntimeError: inductor failed (test)" in fast["note"]
+    assert eager["status"] == "measured" and eager["value"] > 0
+    assert rows["losses/fast"]["status"] == "measured"
+    assert rows["losses/share_of_step"]["status"] == "not measured"          # its step row failed
+    assert rows["window/sliding"]["status"] == "skipped (--rows)"
+
+
+def test_time_budget(tmp_path):
+    "--budget-s 0: every row reads 'not measured (time budget)' and the JSON is still written, with every row."
+    out = tmp_path / "b.json"
+    _load_bench().main(["--smoke", "--device", "cpu", "--out", str(out), "--budget-s", "0"])
+    rows = json.loads(out.read_text())["rows"]
+    assert sorted(x["key"] for x in rows) == sorted(STEP_ROWS + OTHER_ROWS)
+    timed_out = [x["key"] for x in rows if x["status"] == "not measured (time budget)"]
+    assert "step/resnet18/bf16/seg+obj+bdy/fast" in timed_out and "window/sliding" in timed_out and "estimate/run" in timed_out
+    assert not [x for x in rows if x["status"] == "measured"]
