@@ -224,7 +224,7 @@ class SuperpixelGenerator:
                      predicted_iou=1.0, stability_score=1.0, point_coords=[], crop_box=[0, 0, W, H])
                 for i, b in enumerate(boxes)]
 
-# %% ../nbs/01_sam.ipynb #c3d2ae95
+# %% ../nbs/01_sam.ipynb #b9add2f5
 def crop_starts(length: int, crop: int, overlap: int) -> list:
     "Start offsets of crops of size `crop` covering `length` with at least `overlap` px shared; the last ends at `length`."
     if crop <= 0 or not 0 <= overlap < crop: raise ValueError(f"need crop > 0 and 0 <= overlap < crop, got crop={crop}, overlap={overlap}")
@@ -246,6 +246,20 @@ def _seam_links(a, b, seam_iou):
     area_a = ca[np.searchsorted(ua, pairs[:, 0])]; area_b = cb[np.searchsorted(ub, pairs[:, 1])]
     return pairs[cnt / (area_a + area_b - cnt) >= seam_iou]
 
+def _crop_maps(image, generator, ys, xs, crop: int, max_objects: int, min_area: int):
+    """Yield `((i, j), (sgo, sgb))` for the crops in row-major order. One crop's masks become maps on a thread while the
+    generator runs on the next crop (numpy releases the GIL), so a GPU generator is not kept waiting by that step."""
+    from concurrent.futures import ThreadPoolExecutor
+    with ThreadPoolExecutor(1) as post:
+        prev = None
+        for i, y in enumerate(ys):
+            for j, x in enumerate(xs):
+                win = np.ascontiguousarray(image[y:y + crop, x:x + crop])
+                fut = post.submit(masks_to_sgo_sgb, generator.generate(win), max_objects, min_area, shape=win.shape[:2])
+                if prev is not None: yield prev[0], prev[1].result()     # at most two crops' masks held at once
+                prev = ((i, j), fut)
+        if prev is not None: yield prev[0], prev[1].result()
+
 def generate_sgo_sgb(image: np.ndarray, generator, crop: int | None = 512, overlap: int = 64,
                      max_objects: int = 50, min_area: int = 50, merge_seams: bool = True, seam_iou: float = 0.5):
     "SGO (uint16, ids unique over the tile) and SGB for a whole tile, cut into `crop`×`crop` SAM crops."
@@ -258,24 +272,22 @@ def generate_sgo_sgb(image: np.ndarray, generator, crop: int | None = 512, overl
     cy, cx = _cuts(ys, crop, H), _cuts(xs, crop, W)
     sgo = np.zeros((H, W), np.int64); sgb = np.zeros((H, W), np.uint8)
     full, links, n = {}, [], 0
-    for i, y in enumerate(ys):
-        for j, x in enumerate(xs):
-            win = np.ascontiguousarray(image[y:y + crop, x:x + crop])
-            o, b = masks_to_sgo_sgb(generator.generate(win), max_objects, min_area, shape=win.shape[:2])
-            o = np.where(o > 0, o.astype(np.int64) + n, 0)
-            n = max(n, int(o.max(initial=0)))
-            r0, r1, c0, c1 = cy[i] - y, cy[i + 1] - y, cx[j] - x, cx[j + 1] - x
-            sgo[cy[i]:cy[i + 1], cx[j]:cx[j + 1]] = o[r0:r1, c0:c1]
-            sgb[cy[i]:cy[i + 1], cx[j]:cx[j + 1]] = b[r0:r1, c0:c1]
-            if merge_seams:
-                full[i, j] = o
-                if j > 0:   # band shared with the crop on the left
-                    xl = xs[j - 1]; w = xl + crop - x
-                    links.append(_seam_links(full[i, j - 1][:, x - xl:], o[:, :w], seam_iou))
-                if i > 0:   # band shared with the crop above
-                    yu = ys[i - 1]; h = yu + crop - y
-                    links.append(_seam_links(full[i - 1, j][y - yu:, :], o[:h, :], seam_iou))
-                    full.pop((i - 1, j - 1), None)   # no longer needed
+    for (i, j), (o, b) in _crop_maps(image, generator, ys, xs, crop, max_objects, min_area):
+        y, x = ys[i], xs[j]
+        o = np.where(o > 0, o.astype(np.int64) + n, 0)
+        n = max(n, int(o.max(initial=0)))
+        r0, r1, c0, c1 = cy[i] - y, cy[i + 1] - y, cx[j] - x, cx[j + 1] - x
+        sgo[cy[i]:cy[i + 1], cx[j]:cx[j + 1]] = o[r0:r1, c0:c1]
+        sgb[cy[i]:cy[i + 1], cx[j]:cx[j + 1]] = b[r0:r1, c0:c1]
+        if merge_seams:
+            full[i, j] = o
+            if j > 0:   # band shared with the crop on the left
+                xl = xs[j - 1]; w = xl + crop - x
+                links.append(_seam_links(full[i, j - 1][:, x - xl:], o[:, :w], seam_iou))
+            if i > 0:   # band shared with the crop above
+                yu = ys[i - 1]; h = yu + crop - y
+                links.append(_seam_links(full[i - 1, j][y - yu:, :], o[:h, :], seam_iou))
+                full.pop((i - 1, j - 1), None)   # no longer needed
     lut = np.arange(n + 1)
     if merge_seams and links:
         e = np.concatenate(links)
