@@ -77,6 +77,12 @@ def device_name(dev) -> str:
     return f"CPU ({platform.processor() or platform.machine()}, {torch.get_num_threads()} torch threads)"
 
 
+def compile_counts() -> tuple:
+    "Dynamo's running totals: (graphs compiled, graph breaks, CUDA-graph skips), for the fast rows' notes."
+    from torch._dynamo.utils import counters
+    return (counters["stats"]["unique_graphs"], sum(counters["graph_break"].values()), counters["inductor"]["cudagraph_skips"])
+
+
 def fake_batch(B, w, C, dev, seed=0):
     "A training batch like `WindowDataset`'s: image, label, SGO (blocks of 16 px, ids 1…), SGB (block edges)."
     g = torch.Generator().manual_seed(seed)
@@ -190,7 +196,11 @@ class Bench:
                 fn = st
                 note = f"ssrs_nb.fast.TrainStep, compiled={st.compiled} (mode {st.mode}), channels_last={st.channels_last}"
             batch = fake_batch(B, w, self.C, self.dev)
+            c0 = compile_counts()
             t = self.clock(lambda: fn(batch))
+            if path == "fast" and st.compiled:       # one graph, no break, no CUDA-graph skip is what the goal needs
+                g, br, sk = (b - a for a, b in zip(c0, compile_counts(), strict=True))
+                note += f"; {g} graph(s), {br} graph break(s), {sk} CUDA-graph skip(s)"
             self.row(key, what, t, "s", goal, note=f"{note}; batch {B}, {w}²")
         model = opt = fn = None
         if self.dev.type == "cuda": torch.cuda.empty_cache()
