@@ -226,7 +226,8 @@ class Bench:
         else: self.row("losses/share_of_step", "fast losses / R18 bf16 fast step", None, "%", "≤ 5 %", NOT_MEASURED, "needs both rows")
 
     # --- the sliding window -----------------------------------------------------------------------------------
-    WINDOW_ROWS = ("window/bare_forward", "window/sliding", "window/sliding_whole", "window/sliding_vs_bare",
+    WINDOW_ROWS = ("window/bare_forward", "window/sliding", "window/sliding_whole", "window/labels", "window/labels_vs_probs",
+                   "window/sliding_vs_bare",
                    "window/banded_vs_whole", "window/peak_mem_scene", "window/peak_mem_2x_scene")
 
     def n_windows(self) -> int:
@@ -257,6 +258,12 @@ class Bench:
         self.row("window/sliding", "sliding_window_predict (bands), " + what, ts, "s", note=f"band_rows={band}")
         tw = self.clock(lambda: slide(None), **reps)
         self.row("window/sliding_whole", "sliding_window_predict, whole-scene accumulator, " + what, tw, "s")
+        tl = self.clock(lambda: sliding_window_predict(model, img, self.C, win, st, bs, amp=amp, band_rows=band,
+                                                       output="labels").numpy(), **reps)
+        tp = self.clock(lambda: slide(band).argmax(0).to(torch.uint8).numpy(), **reps)
+        self.row("window/labels", "sliding_window_predict(output='labels'): the arg-max on the device, " + what, tl, "s")
+        self.row("window/labels_vs_probs", "scores + arg-max on the host (evaluation before) ÷ labels on the device", tp / tl,
+                 "×", "≥ 1", note=f"{tp:.3g} s → {tl:.3g} s per scene")
         self.row("window/sliding_vs_bare", "bare forward time / sliding window time", 100 * tb / ts, "%", "≥ 95 %")
         self.row("window/banded_vs_whole", "whole-scene time / banded time", tw / ts, "×", "≥ 1")
         for key, scale in (("window/peak_mem_scene", 1), ("window/peak_mem_2x_scene", 2)):
@@ -368,7 +375,7 @@ class Bench:
     def estimates(self, n_windows):
         s, p = self.s, PAPER
         scale = "" if not self.a.smoke else " (smoke sizes: not the paper's)"
-        tw = self.get("window/sliding")
+        tw = self.get("window/labels") or self.get("window/sliding")      # evaluation's path: labels on the device
         per_window = tw / n_windows if tw else None
         ev_new = len(eval_epochs(p["epochs"], p["milestones"], "last"))
         ev_old = p["epochs"]
@@ -410,6 +417,7 @@ ISSUE_TABLE = [
     ("L_obj + L_bdy forward + backward, fused", "losses/fast"),
     ("… as a share of the R18 fast step", "losses/share_of_step"),
     ("sliding window: bare forward time / sliding-window time", "window/sliding_vs_bare"),
+    ("evaluation per scene: scores + host arg-max ÷ labels on the device", "window/labels_vs_probs"),
     ("sliding window: peak GPU memory, one scene", "window/peak_mem_scene"),
     ("sliding window: peak GPU memory, a scene twice as tall", "window/peak_mem_2x_scene"),
     ("data loader samples/s ÷ what the R18 fast step consumes", "loader/vs_step"),

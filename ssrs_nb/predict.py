@@ -165,7 +165,7 @@ def write_like(source, path, array: np.ndarray, nodata=None, colormap=None, desc
             if description: dst.set_band_description(1, description)
     return Path(path)
 
-# %% ../nbs/06a_predict.ipynb #2d2b0cfc
+# %% ../nbs/06a_predict.ipynb #a568c8ca
 def _check_predict_args(input, output, probabilities, num_classes, window, stride, batch_size, block):
     for n, v in (("window", window), ("stride", stride), ("batch_size", batch_size), ("block", block), ("num_classes", num_classes)):
         if not isinstance(v, (int, np.integer)) or isinstance(v, bool) or v < 1: raise ValueError(f"{n}={v!r}: expected a positive integer")
@@ -199,19 +199,19 @@ def _open_outputs(stack, src, output, probabilities, palette, classes, tags: dic
     for i, c in enumerate(classes): pdst.set_band_description(i + 1, f"p({c})")
     return dst, pdst
 
-def _predict_block(model, src, bands, lo, hi, blk, num_classes, window, stride, batch_size, amp) -> tuple:
-    "(labels uint8 with 255 = nodata, probabilities (C, h, w), the block's rasterio Window) of one core block."
+def _predict_block(model, src, bands, lo, hi, blk, num_classes, window, stride, batch_size, amp, probs: bool) -> tuple:
+    "(labels uint8 with 255 = nodata, probabilities (C, h, w) if `probs` else None, nodata mask, the block's rasterio Window)."
     from rasterio.windows import Window
     y0, y1, x0, x1 = blk
     (r0, r1), (c0, c1) = block_span(y0, y1, src.height, window, stride), block_span(x0, x1, src.width, window, stride)
     img = scale_to_uint8(_read_hwc(src, bands, Window(c0, r0, c1 - c0, r1 - r0)), lo, hi)
-    prob = sliding_window_predict(model, img, num_classes, window=window, stride=stride,
-                                  batch_size=batch_size, amp=amp)[:, y0 - r0:y1 - r0, x0 - c0:x1 - c0]
+    out = sliding_window_predict(model, img, num_classes, window=window, stride=stride, batch_size=batch_size, amp=amp,
+                                 output="probs" if probs else "labels")[..., y0 - r0:y1 - r0, x0 - c0:x1 - c0]
     core = Window(x0, y0, x1 - x0, y1 - y0)
     nodata = (src.read_masks(list(bands), window=core) == 0).all(0)
-    lab = prob.argmax(0).to(torch.uint8).numpy()
+    lab = (out.argmax(0).to(torch.uint8) if probs else out).numpy().copy()
     lab[nodata] = 255
-    return lab, prob, nodata, core
+    return lab, (out if probs else None), nodata, core
 
 def predict_raster(model: nn.Module, input, output, num_classes: int, bands=None, scale=None, window: int = 256,
                    stride: int = 128, batch_size: int = 16, block: int = 1024, device=None, probabilities=None,
@@ -240,7 +240,8 @@ def predict_raster(model: nn.Module, input, output, num_classes: int, bands=None
             from tqdm.auto import tqdm
             blocks = tqdm(blocks, desc=f"predicting {input.name}", unit="block")
         for blk in blocks:
-            lab, prob, nodata, core = _predict_block(model, src, bands, lo, hi, blk, num_classes, window, stride, batch_size, amp)
+            lab, prob, nodata, core = _predict_block(model, src, bands, lo, hi, blk, num_classes, window, stride, batch_size, amp,
+                                                     probs=pdst is not None)
             counts += np.bincount(lab.ravel(), minlength=256)
             dst.write(lab, 1, window=core)
             if pdst is not None:

@@ -11,7 +11,8 @@ ROOT = Path(__file__).resolve().parent.parent
 STEP_ROWS = [f"step/{b}/{p}/{l}/{k}" for b in ("resnet18", "swin") for p in ("fp32", "bf16")
              for l in ("seg", "seg+obj+bdy") for k in ("eager", "fast")]
 OTHER_ROWS = ["losses/eager", "losses/fast", "losses/share_of_step",
-              "window/bare_forward", "window/sliding", "window/sliding_whole", "window/sliding_vs_bare",
+              "window/bare_forward", "window/sliding", "window/sliding_whole", "window/labels", "window/labels_vs_probs",
+              "window/sliding_vs_bare",
               "window/banded_vs_whole", "window/peak_mem_scene", "window/peak_mem_2x_scene",
               "loader/samples_per_s", "loader/vs_step",
               "sgo/superpixel_per_image", "sgo/superpixel_speedup", "sgo/sam_per_image", "sgo/sam_encoder",
