@@ -13,7 +13,9 @@ loopback interface, autosave is off so the notebooks on disk are not touched), t
 2. adds a cell with `%matplotlib widget` (ipympl) and the viewer, hovers over the image and checks that the read-out
    follows the mouse;
 3. opens nbs/03_losses.ipynb and checks that "Details that matter for reproducing the paper" renders as a list
-   with code spans and typeset formulas (no literal backticks, no `\\,`).
+   with code spans and typeset formulas (no literal backticks, no `\\,`);
+4. opens nbs/90_benchmarks.ipynb and checks that the GPU-speed issue's table (drawn from benchmarks/results/) renders
+   as a table with a row per issue row and the recorded machines in its header.
 
 Screenshots (PNG) go to --out; every check prints PASS/FAIL and the exit status is the number of failures.
 Look at the screenshots: the checks cannot see colours or layout.
@@ -244,6 +246,20 @@ def run_checks(page, base, token, out, shot):
           f"{md.locator('mjx-container').count()} formulas")
     check("03_losses details: no raw \\,", "\\," not in text)
     shot(md, "03_losses_details.png")
+
+    # 4. 90_benchmarks: the GPU-speed issue's table, drawn from benchmarks/results/ (its stored output, as opened)
+    open_notebook(page, base, token, "nbs/90_benchmarks.ipynb")
+    cell = page.locator(".jp-CodeCell", has_text="recorded = sorted(").first
+    cell.scroll_into_view_if_needed(); page.wait_for_timeout(1500)
+    table = cell.locator(".jp-RenderedMarkdown table")
+    check("90_benchmarks GPU table: rendered as a table", table.count() == 1, f"{table.count()} tables")
+    if table.count():
+        rows = table.locator("tbody tr").count()
+        check("90_benchmarks GPU table: one row per issue row", rows >= 16, f"{rows} rows")
+        head = table.locator("thead").text_content()
+        check("90_benchmarks GPU table: the machines in the header", "CPU" in head, head[:200])
+    check("90_benchmarks: says no GPU run is recorded", "none: the GPU rows are not measured" in cell.text_content())
+    shot(cell, "90_benchmarks_gpu_table.png")
 
 if __name__ == "__main__":
     sys.exit(main())
