@@ -165,7 +165,7 @@ def write_like(source, path, array: np.ndarray, nodata=None, colormap=None, desc
             if description: dst.set_band_description(1, description)
     return Path(path)
 
-# %% ../nbs/06a_predict.ipynb #a568c8ca
+# %% ../nbs/06a_predict.ipynb #79189e11
 def _check_predict_args(input, output, probabilities, num_classes, window, stride, batch_size, block):
     for n, v in (("window", window), ("stride", stride), ("batch_size", batch_size), ("block", block), ("num_classes", num_classes)):
         if not isinstance(v, (int, np.integer)) or isinstance(v, bool) or v < 1: raise ValueError(f"{n}={v!r}: expected a positive integer")
@@ -209,7 +209,7 @@ def _predict_block(model, src, bands, lo, hi, blk, num_classes, window, stride, 
                                  output="probs" if probs else "labels")[..., y0 - r0:y1 - r0, x0 - c0:x1 - c0]
     core = Window(x0, y0, x1 - x0, y1 - y0)
     nodata = (src.read_masks(list(bands), window=core) == 0).all(0)
-    lab = (out.argmax(0).to(torch.uint8) if probs else out).numpy().copy()
+    lab = np.ascontiguousarray((out.argmax(0).to(torch.uint8) if probs else out).numpy())   # labels: a view of the block
     lab[nodata] = 255
     return lab, (out if probs else None), nodata, core
 
