@@ -220,6 +220,9 @@ class Bench:
             if not self.want(key): self.row(key, what, None, "s", status="skipped (--rows)"); continue
             with self.section({key: what}, "s") as go:
                 if go: self.row(key, what, self.clock(fn), "s", note=f"batch {B}, {w}², {self.C} classes")
+        self.share_row()
+
+    def share_row(self):
         step = self.get("step/resnet18/bf16/seg+obj+bdy/fast")
         lf = self.get("losses/fast")
         if step and lf: self.row("losses/share_of_step", "fast losses / R18 bf16 fast step", 100 * lf / step, "%", "≤ 5 %")
@@ -301,10 +304,14 @@ class Bench:
         rate = B * nb / t
         self.row("loader/samples_per_s", f"WindowDataset + DataLoader ({nw} workers), image+label+SGO+SGB", rate, "samples/s",
                  note=f"{self.s['window']}² windows, batch {B}")
+        self.loader_ratio_row()
+
+    def loader_ratio_row(self):
+        B, rate = self.s["batch"], self.get("loader/samples_per_s")
         step = self.get("step/resnet18/bf16/seg+obj+bdy/fast") or self.get("step/resnet18/fp32/seg+obj+bdy/fast")
-        if step:
-            self.row("loader/vs_step", "loader samples/s ÷ samples/s the R18 fast step consumes", rate * step / B, "×", "≥ 1 (loader never the bottleneck)")
-        else: self.row("loader/vs_step", "loader samples/s ÷ samples/s the R18 fast step consumes", None, "×", "≥ 1", NOT_MEASURED, "needs the step row")
+        what = "loader samples/s ÷ samples/s the R18 fast step consumes"
+        if step and rate: self.row("loader/vs_step", what, rate * step / B, "×", "≥ 1 (loader never the bottleneck)")
+        else: self.row("loader/vs_step", what, None, "×", "≥ 1", NOT_MEASURED, "needs the step row")
 
     def _wall(self, fn):
         if self.dev.type == "cuda": torch.cuda.synchronize()
@@ -445,6 +452,31 @@ def show(paths) -> str:
     return "\n".join(lines) + "\n"
 
 
+DERIVED = ("losses/share_of_step", "loader/vs_step", "estimate/run", "estimate/grid")
+
+
+def merge(paths, out, smoke=False) -> dict:
+    """One table from several recorded runs on the same machine (a lease cut into calls): each row is taken from the
+    first run that measured it (else from the first run), and the rows derived from others (shares, ratios, estimates)
+    are computed again from the merged rows. The header lists the runs it came from."""
+    import json
+    runs = [json.loads(Path(p).read_text()) for p in paths]
+    if len({r["device"] for r in runs}) != 1: raise SystemExit(f"--merge: runs on different devices: {[r['device'] for r in runs]}")
+    keys = list(dict.fromkeys(x["key"] for r in runs for x in r["rows"]))
+    pick = lambda k: next((x for r in runs for x in r["rows"] if x["key"] == k and x["status"] == "measured"),
+                          next(x for r in runs for x in r["rows"] if x["key"] == k))
+    a = argparse.Namespace(smoke=smoke, device="cpu", steps=runs[0]["steps"], warmup=runs[0]["warmup"], rows=None,
+                           out=None, budget_s=None)
+    b = Bench(a, head=dict(runs[0], merged_from=[f"{Path(p).name} ({r['date']}, {r['seconds']} s)" for p, r in zip(paths, runs)]))
+    b.head.pop("rows", None)
+    b.rows = [pick(k) for k in keys if k not in DERIVED]
+    b.share_row(); b.loader_ratio_row(); b.estimates(b.n_windows())
+    b.rows.sort(key=lambda x: keys.index(x["key"]))
+    res = dict(b.head, seconds=round(sum(r["seconds"] for r in runs), 1), rows=b.rows)
+    if out: atomic_write_json(out, res)
+    return res
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--smoke", action="store_true", help="tiny sizes (CPU, well under a minute)")
@@ -461,7 +493,10 @@ def main(argv=None):
                     help="seconds after which the remaining rows read 'not measured (time budget)' (a lent GPU's lease)")
     ap.add_argument("--show", nargs="*", default=None, metavar="JSON",
                     help="print issue 12's table from recorded runs (their --out files) and exit")
+    ap.add_argument("--merge", nargs="+", default=None, metavar="JSON",
+                    help="write to --out one run made of recorded runs on the same machine, derived rows recomputed")
     a = ap.parse_args(argv)
+    if a.merge is not None: merge(a.merge, a.out, a.smoke); return None
     if a.show is not None: print(show(a.show), end=""); return None
     a.steps = a.steps or (3 if a.smoke else 20)
     a.warmup = a.warmup if a.warmup is not None else (1 if a.smoke else 5)

@@ -87,3 +87,26 @@ def test_time_budget(tmp_path):
     timed_out = [x["key"] for x in rows if x["status"] == "not measured (time budget)"]
     assert "step/resnet18/bf16/seg+obj+bdy/fast" in timed_out and "window/sliding" in timed_out and "estimate/run" in timed_out
     assert not [x for x in rows if x["status"] == "measured"]
+
+
+def test_merge_recorded_calls(tmp_path):
+    "Two calls of one lease merge into one run: measured rows kept as recorded, derived rows recomputed from them."
+    raw = sorted((ROOT / "benchmarks" / "results" / "raw").glob("nvidia-h200-call*.json"))
+    assert len(raw) == 2
+    out = tmp_path / "merged.json"
+    r = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "gpu.py"), "--merge", *map(str, raw), "--out", str(out)],
+                       capture_output=True, text=True, timeout=120, env={**__import__("os").environ, "CUDA_VISIBLE_DEVICES": ""})
+    assert r.returncode == 0, r.stderr[-3000:]
+    merged = {x["key"]: x for x in json.loads(out.read_text())["rows"]}
+    measured = {}
+    for p in raw:
+        for x in json.loads(p.read_text())["rows"]:
+            if x["status"] == "measured": measured.setdefault(x["key"], x["value"])
+    for k, v in measured.items():
+        if k not in ("losses/share_of_step", "loader/vs_step"): assert merged[k]["value"] == v, k
+    step, lf = measured["step/resnet18/bf16/seg+obj+bdy/fast"], measured["losses/fast"]
+    assert math.isclose(merged["losses/share_of_step"]["value"], 100 * lf / step)
+    assert math.isclose(merged["loader/vs_step"]["value"], measured["loader/samples_per_s"] * step / 10)
+    # the recorded merge in benchmarks/results is this merge
+    rec = {x["key"]: x["value"] for x in json.loads((ROOT / "benchmarks" / "results" / "nvidia-h200.json").read_text())["rows"]}
+    assert rec == {k: x["value"] for k, x in merged.items()}
