@@ -24,7 +24,6 @@ so. Random-weight models and generated data: speed does not depend on the weight
 import argparse
 import contextlib
 import datetime
-import math
 import os
 import platform
 import re
@@ -41,9 +40,9 @@ import torch
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 from ssrs_nb.core import atomic_write_json, get_device, get_preset  # noqa: E402
-from ssrs_nb.fast import TrainStep, _bdy_term, _obj_term, make_sgd, resolve_compile  # noqa: E402
+from ssrs_nb.fast import TrainStep, make_sgd, resolve_compile  # noqa: E402
 from ssrs_nb.inference import eval_epochs, sliding_window_predict, window_starts  # noqa: E402
-from ssrs_nb.losses import boundary_loss, object_loss, total_loss  # noqa: E402
+from ssrs_nb.losses import _bdy_term, _obj_term, boundary_loss, object_loss  # noqa: E402
 
 NOT_MEASURED = "not measured"
 PAPER = dict(epochs=50, iters=1000, milestones=[25, 35, 45], batch=10, window=256)
@@ -91,18 +90,6 @@ def fake_batch(B, w, C, dev, seed=0):
     sgb = ((yy % 16 == 0) | (xx % 16 == 0)).to(torch.uint8).mul(255).expand(B, w, w).contiguous()
     return {"image": torch.rand(B, 3, w, w, generator=g).to(dev), "label": torch.randint(0, C, (B, w, w), generator=g).to(dev),
             "sgo": sgo.to(dev), "sgb": sgb.to(dev)}
-
-
-def eager_step(model, opt, amp_dtype, use_obj, use_bdy, dev):
-    "Today's training step: forward, `losses.total_loss` (float parts read back), the non-finite check, SGD."
-    def step(batch):
-        with torch.autocast(dev.type, dtype=amp_dtype or torch.bfloat16, enabled=amp_dtype is not None):
-            out = model(batch["image"])
-        main = out[0] if isinstance(out, (tuple, list)) else out
-        loss, parts = total_loss(main.float(), batch["label"], batch["sgo"], batch["sgb"], use_obj=use_obj, use_bdy=use_bdy)
-        if not math.isfinite(parts["total"]): raise FloatingPointError(parts)
-        opt.zero_grad(set_to_none=True); loss.backward(); opt.step()
-    return step
 
 
 class Bench:
@@ -187,14 +174,12 @@ class Bench:
             model = create_model(bb, self.C).to(self.dev).train()
             use = dict(use_obj=losses != "seg", use_bdy=losses != "seg")
             adt = torch.bfloat16 if prec == "bf16" else None
-            if path == "eager":
-                opt = torch.optim.SGD(model.parameters(), lr=1e-3, momentum=0.9, weight_decay=5e-4)
-                fn, note = eager_step(model, opt, adt, dev=self.dev, **use), "losses.total_loss + SGD (today's step)"
-            else:
-                opt = make_sgd(model.parameters(), lr=1e-3, device=self.dev)
-                st = TrainStep(model, opt, amp_dtype=adt, compile=self.a.compile, device=self.dev, **use)
-                fn = st
-                note = f"ssrs_nb.fast.TrainStep, compiled={st.compiled} (mode {st.mode}), channels_last={st.channels_last}"
+            opt = make_sgd(model.parameters(), lr=1e-3, device=self.dev)
+            st = TrainStep(model, opt, amp_dtype=adt, compile=self.a.compile if path == "fast" else "off", device=self.dev,
+                           **use)
+            fn = st
+            note = (f"ssrs_nb.fast.TrainStep, compiled={st.compiled} (mode {st.mode}), channels_last={st.channels_last}"
+                    if path == "fast" else "ssrs_nb.fast.TrainStep, compile='off' (the eager step)")
             batch = fake_batch(B, w, self.C, self.dev)
             c0 = compile_counts()
             t = self.clock(lambda: fn(batch))
@@ -212,11 +197,11 @@ class Bench:
         pred = torch.randn(B, self.C, w, w, device=self.dev, requires_grad=True)
         def eager():
             (object_loss(pred, b["sgo"]) + 0.1 * boundary_loss(pred, b["sgb"])).backward()
-        fused = lambda p: _obj_term(p, b["sgo"], 50) + 0.1 * _bdy_term(p, b["sgb"], 3, 5)
+        fused = lambda p: _obj_term(p, b["sgo"], 50) + 0.1 * _bdy_term(p, b["sgb"], 3, 5, "agnostic")
         if resolve_compile(self.a.compile, self.dev): fused = torch.compile(fused, dynamic=False)
         def fast(): fused(pred).backward()
         for key, fn, what in (("losses/eager", eager, "L_obj + L_bdy fwd+bwd, losses.object_loss/boundary_loss"),
-                              ("losses/fast", fast, "L_obj + L_bdy fwd+bwd, the fused terms of ssrs_nb.fast")):
+                              ("losses/fast", fast, "L_obj + L_bdy fwd+bwd, the same terms compiled (torch.compile)")):
             if not self.want(key): self.row(key, what, None, "s", status="skipped (--rows)"); continue
             with self.section({key: what}, "s") as go:
                 if go: self.row(key, what, self.clock(fn), "s", note=f"batch {B}, {w}², {self.C} classes")
@@ -417,9 +402,9 @@ class Bench:
 
 # issue 12's table, row by row: (its words, the row key that answers it)
 ISSUE_TABLE = [
-    ("UNetFormer-R18 training step + L_obj + L_bdy, bf16, eager (today)", "step/resnet18/bf16/seg+obj+bdy/eager"),
+    ("UNetFormer-R18 training step + L_obj + L_bdy, bf16, eager", "step/resnet18/bf16/seg+obj+bdy/eager"),
     ("UNetFormer-R18 training step + L_obj + L_bdy, bf16, fast path", "step/resnet18/bf16/seg+obj+bdy/fast"),
-    ("Swin UNetFormer training step, bf16, eager (today)", "step/swin/bf16/seg+obj+bdy/eager"),
+    ("Swin UNetFormer training step, bf16, eager", "step/swin/bf16/seg+obj+bdy/eager"),
     ("Swin UNetFormer training step, bf16, fast path", "step/swin/bf16/seg+obj+bdy/fast"),
     ("L_obj + L_bdy forward + backward, fused", "losses/fast"),
     ("… as a share of the R18 fast step", "losses/share_of_step"),

@@ -5,7 +5,7 @@
 # %% auto #0
 __all__ = ['VAIHINGEN_COLOURS', 'official_sgo_sgb', 'random_disc_masks', 'decode_vaihingen_naive', 'decode_vaihingen_official',
            'renumber_sgo_naive', 'gt_sgo_sgb_maps', 'object_loss_naive', 'object_loss_official', 'maxpool_naive',
-           'bf1_naive', 'boundary_loss_naive', 'boundary_loss_torch', 'cross_entropy_naive',
+           'bf1_naive', 'boundary_loss_naive', 'boundary_loss_torch', 'cross_entropy_naive', 'total_loss_naive',
            'relative_position_index_naive', 'window_attention_naive', 'window_attention_per_window',
            'gla_official_forward', 'confusion_matrix_naive', 'window_starts_naive', 'sliding_window_naive', 'tiny_net',
            'ConstantModel', 'small_net', 'NaNAt', 'grid_sgo_sgb_maps']
@@ -166,6 +166,17 @@ def cross_entropy_naive(pred, target, ignore_index=255):
     logp = x - x.exp().sum(1, keepdim=True).log()
     keep = target != ignore_index
     return -logp.permute(0, 2, 3, 1)[keep].gather(1, target[keep][:, None].long()).mean().item()
+
+# %% ../nbs/98_reference.ipynb #47ed6989
+def total_loss_naive(pred, target, sgo=None, sgb=None, lambda_obj=1.0, lambda_bdy=0.1, variant="agnostic",
+                     max_objects=50, aux=None, lambda_aux=0.4):
+    "Eq. 2 from the oracles, differentiable: mean cross-entropy + λo·object_loss_naive + λb·boundary_loss_torch (+ aux)."
+    pred, target = pred.float(), torch.as_tensor(target).long()
+    loss = F.cross_entropy(pred, target, ignore_index=255)
+    if lambda_obj: loss = loss + lambda_obj * object_loss_naive(pred, sgo, max_objects)
+    if lambda_bdy: loss = loss + lambda_bdy * boundary_loss_torch(pred, sgb, variant=variant)
+    if aux is not None: loss = loss + lambda_aux * F.cross_entropy(aux.float(), target, ignore_index=255)
+    return loss
 
 # %% ../nbs/98_reference.ipynb #10d81014
 def relative_position_index_naive(ws):

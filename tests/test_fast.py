@@ -1,4 +1,4 @@
-"ssrs_nb.fast: the compiled and the eager fast step give the eager training step's loss curve and weights."
+"ssrs_nb.fast: the one training step, eager and compiled, gives an independent SGD loop's loss curve and weights."
 import json
 import os
 import subprocess
@@ -10,7 +10,7 @@ import torch
 from torch import nn
 
 from ssrs_nb.fast import PARTS, LossMeter, TrainStep, compile_available, make_sgd
-from ssrs_nb.losses import total_loss
+from ssrs_nb.reference import total_loss_naive
 
 
 def net(seed=0, C=4):
@@ -30,12 +30,12 @@ def batches(n, B=2, C=4, H=24, W=24, seed=1):
 
 
 def eager_run(bs, lr=0.05):
-    "Reference: the training module's step as it is today (total_loss with float parts, plain SGD)."
+    "Reference: Eq. 2 from the naive oracles (reference.total_loss_naive) and a plain torch.optim.SGD loop."
     m = net(); opt = torch.optim.SGD(m.parameters(), lr=lr, momentum=0.9, weight_decay=5e-4)
     curve = []
     for b in bs:
-        loss, parts = total_loss(m(b["image"]), b["label"], b["sgo"], b["sgb"])
-        opt.zero_grad(); loss.backward(); opt.step(); curve.append([parts[k] for k in PARTS])
+        loss = total_loss_naive(m(b["image"]), b["label"], b["sgo"], b["sgb"])
+        opt.zero_grad(); loss.backward(); opt.step(); curve.append(loss.item())
     return torch.tensor(curve), m
 
 
@@ -53,11 +53,11 @@ def test_eager_fast_step_equals_eager_training():
     ref, rm = eager_run(bs)
     got, m, meter, step = fast_run(bs, "off")
     assert not step.compiled
-    torch.testing.assert_close(got, ref, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(got[:, 3], ref, rtol=1e-5, atol=1e-5)
     for p, q in zip(m.parameters(), rm.parameters(), strict=True): torch.testing.assert_close(p, q, rtol=1e-5, atol=1e-6)
     mean = meter.mean()
-    for i, k in enumerate(PARTS): assert abs(mean[k] - ref[:, i].mean().item()) < 1e-5
-    assert meter.finite()
+    for i, k in enumerate(PARTS): assert abs(mean[k] - got[:, i].double().mean().item()) < 1e-6
+    assert abs(mean["total"] - ref.mean().item()) < 1e-5 and meter.finite()
 
 
 def test_fused_sgd_equals_foreach():
@@ -78,7 +78,7 @@ def test_fused_sgd_equals_foreach():
 
 def test_nonfinite_seen_by_meter():
     meter = LossMeter(); meter.add(torch.tensor([1.0, 0, 0, 1])); meter.add(torch.tensor([float("nan"), 0, 0, 1]))
-    assert not meter.finite()
+    assert not meter.finite() and meter.read()["bad"] == 1
 
 
 @pytest.mark.skipif(os.environ.get("SSRS_SLOW") != "1", reason="compiles C++ for minutes on the 2-core CI machine; SSRS_SLOW=1")
@@ -89,7 +89,7 @@ def test_compiled_step_equals_eager_training():
     ref, rm = eager_run(bs)
     got, m, _, step = fast_run(bs, "on")
     assert step.compiled
-    torch.testing.assert_close(got, ref, rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(got[:, 3], ref, rtol=1e-4, atol=1e-4)
     for p, q in zip(m.parameters(), rm.parameters(), strict=True): torch.testing.assert_close(p, q, rtol=1e-4, atol=1e-4)
 
 
@@ -116,8 +116,8 @@ def small(C):   # no batch norm: the compiled and the eager step see the same ba
 
 
 def test_train_with_fast_step_equals_eager(tmp_path, monkeypatch):
-    """`train` with the fast step (torch.compile replaced by the identity, so this runs in seconds: the wiring is what
-    is tested: device-side sums read every log_every steps and before checkpoints) gives the eager run's history."""
+    """`train` with compile='on' (torch.compile replaced by the identity, so this runs in seconds: the switch's wiring is
+    what is tested: a compiled step, its first batch checked eagerly) gives the eager run's history bit for bit."""
     import ssrs_nb.fast as fast
     from ssrs_nb.training import train
     d = _data(tmp_path)
@@ -126,11 +126,9 @@ def test_train_with_fast_step_equals_eager(tmp_path, monkeypatch):
     monkeypatch.setattr(fast, "_PROBED", {})
     got = train(_cfg(d, tmp_path / "fast", compile="on"), model_fn=small)
     assert [s["iteration"] for s in got["steps"]] == [s["iteration"] for s in ref["steps"]] == [2, 4, 6, 8, 10]
-    for a, b in zip(got["steps"], ref["steps"], strict=True):
-        for k in ("seg", "obj", "bdy", "total"): assert abs(a["loss"][k] - b["loss"][k]) < 1e-5, (a, b)
+    assert got["steps"] == ref["steps"]
     for a, b in zip(got["history"], ref["history"], strict=True):
-        for k in ("seg", "obj", "bdy", "total"): assert abs(a["train"][k] - b["train"][k]) < 1e-5, (a, b)
-        assert abs(a["eval"]["miou"] - b["eval"]["miou"]) < 1e-6
+        assert a["train"] == b["train"] and a["eval"]["confusion_matrix"] == b["eval"]["confusion_matrix"]
     # the CPU default ('auto') is the eager step: the same numbers as compile='off', bit for bit
     auto = train(_cfg(d, tmp_path / "auto"), model_fn=small)
     assert auto["history"][-1]["train"] == ref["history"][-1]["train"]
@@ -143,7 +141,7 @@ def test_compiled_step_stops_on_nan(tmp_path, monkeypatch):
     d = _data(tmp_path)
     monkeypatch.setattr(fast.torch, "compile", lambda f, **kw: f)
     monkeypatch.setattr(fast, "_PROBED", {})
-    with pytest.raises(FloatingPointError, match="non-finite loss by iteration 2"):
+    with pytest.raises(FloatingPointError, match=r"non-finite loss at iteration 2 \(epoch 1, batch 2\)"):
         train(_cfg(d, tmp_path / "nan", compile="on", lr=1e30), model_fn=small)
     assert json.loads((tmp_path / "nan" / "metrics.json").read_text())["status"].startswith("stopped")
 

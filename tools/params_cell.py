@@ -7,9 +7,10 @@ runs it with `--check`, which fails if the cell differs from what the dataclass 
 """
 import json
 import sys
+from dataclasses import fields
 from pathlib import Path
 
-from ssrs_nb.training import DEMO_OVERRIDES, config_fields
+from ssrs_nb.training import DEMO_OVERRIDES, RunOptions, config_fields
 
 NB = Path(__file__).resolve().parent.parent / "nbs" / "10_train.ipynb"
 # the notebook's own defaults where they differ from the dataclass's, with the reason
@@ -34,10 +35,13 @@ def _line(name, value, note):
 
 
 def cell_source() -> str:
-    lines = [HEADER]
+    lines = [HEADER, "# --- the recipe: what is trained (resuming compares it with the checkpoint's)"]
+    first_option = fields(RunOptions)[0].name
     for name, (default, note) in config_fields().items():
+        if name == first_option: lines.append("# --- run options: how this run executes (free to change on resume)")
         if name in DEMO_OVERRIDES:
-            value, note = None, f"None: {_py(default)} (paper) / {_py(DEMO_OVERRIDES[name])} (demo)" + (f"; {note}" if note else "")
+            paper = "as in the paper" if default is None else f"{_py(default)} (paper)"
+            value, note = None, f"None: {paper} / {_py(DEMO_OVERRIDES[name])} (demo)" + (f"; {note}" if note else "")
         else:
             value, note = NOTEBOOK.get(name, (default, note))
         lines.append(_line(name, value, note))
