@@ -232,13 +232,14 @@ def test_papermill_official_boundary_loss_reaches_the_loss(data, tmp_path, monke
     out = tmp_path / "official"
     params = dict(data_root=str(data / "data"), sgo_root=str(data / "sgo"), out_dir=str(out), train_ids=[1, 3, 23],
                   test_ids=[5], bdy_variant="ssrs2023", max_objects=30, epochs=1, iters_per_epoch=1, batch_size=2,
-                  window=64, eval_stride=64, lr=0.0, log_every=1, threads=1, device="cpu")
+                  window=64, eval_stride=64, lr=1e-3, log_every=1, threads=1, device="cpu")
     papermill.execute_notebook(str(ROOT / "nbs" / "10_train.ipynb"), str(tmp_path / "o.ipynb"), parameters=params,
                                kernel_name="python3", cwd=str(tmp_path), progress_bar=False)
     m = json.loads((out / "metrics.json").read_text())
     assert (m["config"]["bdy_variant"], m["config"]["max_objects"]) == ("ssrs2023", 30)
     logged = m["steps"][0]["loss"]
-    # the same set-up in this process (same seeds, same weights: lr=0 keeps them), then the first batch by hand
+    # the same set-up in this process (same seeds, same initial weights: step 0 logs the loss before its update),
+    # then the first batch by hand
     rs = setup_run(TrainConfig.from_dict({**m["config"], "out_dir": str(tmp_path / "again"), "progress": False}).check())
     batch = torch.utils.data.default_collate([rs.ds[i] for i in range(2)])
     rs.model.train()
