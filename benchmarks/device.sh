@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Issue 12's benchmark on a lent GPU machine (the workplace's `device` tool), as one prepared command.
+# The GPU-speed benchmark on a lent GPU machine (the workplace's `device` tool), as one prepared command.
 #
 # Here, once (the GPU machine reaches no package index; it has torch, timm, OpenCV, scikit-image, scipy, pandas and
 # tqdm, but not segment-anything, which the SAM rows need):

@@ -1,4 +1,4 @@
-r"""Every row of issue 12's table on the current device: the training step (R18 and Swin; fp32 and bf16; seg-only and
+r"""Every row of the GPU-speed table on the current device: the training step (R18 and Swin; fp32 and bf16; seg-only and
 + L_obj + L_bdy; eager and the fast path of `ssrs_nb.fast`), the losses alone, the sliding window against the bare
 forward (and its peak GPU memory for two scene heights), the data loader against the step, SGO/SGB generation per
 image (superpixels and SAM) and the superpixel speed-up with one process per core, and the estimated time of one
@@ -6,10 +6,10 @@ paper run and of the paper's whole grid.
 
     python benchmarks/gpu.py [--out gpu.json] [--rows REGEX] [--compile auto|off|on] [--budget-s S]   # paper sizes
     python benchmarks/gpu.py --smoke --out /tmp/smoke.json                                          # tiny, CPU, < 1 min
-    python benchmarks/gpu.py --show benchmarks/results/*.json                                      # the issue's table
+    python benchmarks/gpu.py --show benchmarks/results/*.json                                      # the GPU-speed table
 
 On a lent GPU machine, `bash benchmarks/device.sh` (after `make gpu-wheels` here) runs it as one command within a
-lease. The rows the issue's table and the estimates need run first, the rest of the step grid last, so a time budget
+lease. The rows the GPU-speed table and the estimates need run first, the rest of the step grid last, so a time budget
 (`--budget-s`: rows not started by then read "not measured (time budget)") cuts the least useful rows. A row that
 fails (a compile error, out of memory) reads "error" with the message, and the run goes on. The JSON is rewritten after
 every row, so a run killed by its time limit keeps what it measured. Each fast-path row compiles its own step (about a
@@ -39,14 +39,20 @@ import torch
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
-from ssrs_nb.core import atomic_write_json, get_device, get_preset  # noqa: E402
+from ssrs_nb.core import (  # noqa: E402
+    atomic_write_json,
+    get_device,
+    get_preset,
+    window_starts,  # noqa: E402
+)
 from ssrs_nb.fast import TrainStep, make_sgd, resolve_compile  # noqa: E402
-from ssrs_nb.inference import eval_epochs, sliding_window_predict, window_starts  # noqa: E402
+from ssrs_nb.inference import sliding_window_predict  # noqa: E402
 from ssrs_nb.losses import _bdy_term, _obj_term, boundary_loss, object_loss  # noqa: E402
+from ssrs_nb.training import eval_epochs  # noqa: E402
 
 NOT_MEASURED = "not measured"
 PAPER = dict(epochs=50, iters=1000, milestones=[25, 35, 45], batch=10, window=256)
-SIZES = {  # paper sizes (issue 12) and the --smoke sizes
+SIZES = {  # paper sizes (the GPU-speed table's) and the --smoke sizes
     False: dict(batch=10, window=256, scene=(2048, 2560), stride=32, eval_batch=16, sgo_size=1024, tiles=4,
                 loader_batches=20, sam="vit_h", points_per_side=32, sgo_tiles=16),
     True: dict(batch=2, window=32, scene=(96, 128), stride=16, eval_batch=8, sgo_size=128, tiles=2,
@@ -154,7 +160,7 @@ class Bench:
                    ("swin", "bf16", "seg+obj+bdy", "fast"), ("swin", "bf16", "seg+obj+bdy", "eager")]
 
     def steps(self, which):
-        "The step rows: `'table'` (the four the issue's table and the estimates need), or `'rest'` of the grid."
+        "The step rows: `'table'` (the four the GPU-speed table and the estimates need), or `'rest'` of the grid."
         grid = self.TABLE_STEPS if which == "table" else [c for c in self.STEP_GRID if c not in self.TABLE_STEPS]
         for c in grid: self.step_row(*c)
 
@@ -400,8 +406,8 @@ class Bench:
         else: self.row("estimate/grid", what, None, "GPU-h", "≤ 10 GPU-h", NOT_MEASURED, "needs the Swin and R18 bf16 fast step rows")
 
 
-# issue 12's table, row by row: (its words, the row key that answers it)
-ISSUE_TABLE = [
+# the GPU-speed table, row by row: (its words, the row key that answers it)
+GPU_TABLE = [
     ("UNetFormer-R18 training step + L_obj + L_bdy, bf16, eager", "step/resnet18/bf16/seg+obj+bdy/eager"),
     ("UNetFormer-R18 training step + L_obj + L_bdy, bf16, fast path", "step/resnet18/bf16/seg+obj+bdy/fast"),
     ("Swin UNetFormer training step, bf16, eager", "step/swin/bf16/seg+obj+bdy/eager"),
@@ -422,10 +428,10 @@ ISSUE_TABLE = [
 
 
 def show(paths) -> str:
-    "Issue 12's table from recorded JSON files (`--out` of earlier runs), as Markdown: one value column per file."
+    "The GPU-speed table from recorded JSON files (`--out` of earlier runs), as Markdown: one value column per file."
     import json
     runs = [json.loads(Path(p).read_text()) for p in paths]
-    if not runs: return "no recorded run: every row of issue 12's table reads \"not measured\"\n"
+    if not runs: return "no recorded run: every row of the GPU-speed table reads \"not measured\"\n"
     cell = lambda r, key: next(((f"{x['value']:.4g} {x['unit']}" if x["value"] is not None
                                  else "—" if x["status"].startswith("skipped") else x["status"])
                                 + (f" ({x['status']})" if x["status"] not in ("measured", NOT_MEASURED) and x["value"] is not None else "")
@@ -433,7 +439,7 @@ def show(paths) -> str:
     goal = lambda key: next((x["goal"] for r in runs for x in r["rows"] if x["key"] == key and x["goal"]), "")
     head = [f"{r['device']}, torch {r['torch']}, {r['date'][:10]}{' (smoke sizes)' if r.get('smoke') else ''}" for r in runs]
     lines = ["| row | goal | " + " | ".join(head) + " |", "|---|---|" + "---|" * len(runs)]
-    lines += [f"| {what} | {goal(key)} | " + " | ".join(cell(r, key) for r in runs) + " |" for what, key in ISSUE_TABLE]
+    lines += [f"| {what} | {goal(key)} | " + " | ".join(cell(r, key) for r in runs) + " |" for what, key in GPU_TABLE]
     return "\n".join(lines) + "\n"
 
 
@@ -477,7 +483,7 @@ def main(argv=None):
     ap.add_argument("--budget-s", type=float, default=None,
                     help="seconds after which the remaining rows read 'not measured (time budget)' (a lent GPU's lease)")
     ap.add_argument("--show", nargs="*", default=None, metavar="JSON",
-                    help="print issue 12's table from recorded runs (their --out files) and exit")
+                    help="print the GPU-speed table from recorded runs (their --out files) and exit")
     ap.add_argument("--merge", nargs="+", default=None, metavar="JSON",
                     help="write to --out one run made of recorded runs on the same machine, derived rows recomputed")
     a = ap.parse_args(argv)
@@ -491,10 +497,10 @@ def main(argv=None):
                   date=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"), steps=a.steps,
                   warmup=a.warmup, compile=a.compile, budget_s=a.budget_s,
                   timer="CUDA events" if dev.type == "cuda" else "perf_counter", host_cpus=os.cpu_count())
-    print(f"# issue 12 benchmark on {b.head['device']}, torch {b.head['torch']}, {b.head['date']}"
+    print(f"# GPU-speed benchmark on {b.head['device']}, torch {b.head['torch']}, {b.head['date']}"
           f"{' (--smoke sizes)' if a.smoke else ''}; median of {a.steps} after {a.warmup} warm-up ({b.head['timer']})")
     print(f"{'row':<44}{'value':>12} {'unit':<10}{'status':<24}{'goal':<28}note")
-    # the rows of the issue's table and the estimates first; the rest of the step grid last (a budget cuts that first)
+    # the rows of the GPU-speed table and the estimates first; the rest of the step grid last (a budget cuts that first)
     b.steps("table"); b.losses()
     with b.section({k: "sliding window" for k in b.WINDOW_ROWS}) as go:
         if go: b.window()

@@ -5,8 +5,8 @@
 # %% auto #0
 __all__ = ['MAX_PIXELS', 'IGNORE_INDEX', 'DatasetName', 'DATASETS', 'set_seed', 'get_device', 'atomic_write',
            'atomic_write_bytes', 'atomic_write_text', 'atomic_write_json', 'atomic_torch_save', 'remove_stale_temps',
-           'load_checkpoint', 'check_pixels', 'resolve_bands', 'imread', 'imwrite_png', 'sha256_file',
-           'image_to_tensor', 'DatasetPreset', 'check_choice', 'get_preset']
+           'load_checkpoint', 'load_state_dict', 'state_dict_misfit', 'window_starts', 'check_pixels', 'resolve_bands',
+           'imread', 'imwrite_png', 'sha256_file', 'image_to_tensor', 'DatasetPreset', 'check_choice', 'get_preset']
 
 # %% ../nbs/00_core.ipynb #38f860d2
 import contextlib
@@ -186,6 +186,42 @@ def load_checkpoint(path, map_location: str | torch.device = "cpu") -> Any:
                              f"{type(e).__name__}: {first}); {again}.") from None
         raise ValueError(f"{path}: not a PyTorch checkpoint ({size:,} bytes starting with {head!r}; {type(e).__name__}: "
                          f"{first}); pass a file written by torch.save (.pth/.pt/.ckpt).") from None
+
+# %% ../nbs/00_core.ipynb #a35c426a
+_WRAPPERS = ("state_dict", "model", "model_state", "net", "weights")
+
+def load_state_dict(path, hint: str = "save weights with torch.save(model.state_dict(), path)") -> dict:
+    "The name → tensor dict in checkpoint `path`, wrappers and a shared `module.`/`net.` prefix removed."
+    obj = load_checkpoint(path)
+    for _ in range(3):
+        if isinstance(obj, dict) and not any(torch.is_tensor(v) for v in obj.values()):
+            inner = next((obj[k] for k in _WRAPPERS if isinstance(obj.get(k), dict)), None)
+            if inner is None: break
+            obj = inner
+    if not (isinstance(obj, dict) and obj and all(isinstance(k, str) and torch.is_tensor(v) for k, v in obj.items())):
+        raise ValueError(f"{path}: expected a state dict (a dict of name → tensor, optionally under 'state_dict' or "
+                         f"'model'), found {type(obj).__name__}; {hint}")
+    for pre in ("module.", "model.", "net."):
+        if all(k.startswith(pre) for k in obj): obj = {k[len(pre):]: v for k, v in obj.items()}
+    return obj
+
+def state_dict_misfit(sd: dict, ref: dict) -> tuple:
+    "(misshapen, missing, unexpected) names of state dict `sd` against `ref` (name → tensor or shape)."
+    shapes = {k: tuple(getattr(v, "shape", v)) for k, v in ref.items()}
+    return ([k for k in sd if k in shapes and tuple(sd[k].shape) != shapes[k]], [k for k in ref if k not in sd],
+            [k for k in sd if k not in shapes])
+
+# %% ../nbs/00_core.ipynb #27489d30
+def window_starts(length: int, window: int, stride: int) -> np.ndarray:
+    "Start offsets of windows of size `window` (clamped to `length`) every `stride` px, the last one flush with the edge."
+    for n, v in (("length", length), ("window", window), ("stride", stride)):
+        if int(v) != v or v < 1: raise ValueError(f"{n}={v!r}: expected a positive integer")
+    if stride > window:
+        raise ValueError(f"stride={stride} > window={window} would leave pixels between windows uncovered; use stride <= window")
+    window = min(window, length)
+    starts = np.arange(0, length - window + 1, stride, dtype=np.int64)
+    if starts[-1] != length - window: starts = np.append(starts, length - window)
+    return starts
 
 # %% ../nbs/00_core.ipynb #00419a00
 import cv2

@@ -16,6 +16,7 @@ import torch
 from torch.utils.data import Dataset
 
 from .core import IGNORE_INDEX, MAX_PIXELS, check_choice, get_preset, imread
+from .maps import read_sgo_sgb, sgo_sgb_paths
 
 # %% ../nbs/02_data.ipynb #4b87ec1e
 def _rgb_code(arr: np.ndarray) -> np.ndarray:
@@ -224,18 +225,14 @@ def renumber_sgo(sgo: np.ndarray) -> np.ndarray:
     present[0] = False
     return np.cumsum(present)[sgo]
 
-def _sgo_sgb_files(sgo_dir: Path, stem: str):
-    return sgo_dir/f"{stem}_sgo.png", sgo_dir/f"{stem}_sgb.png"
-
 def _read_maps(sgo_dir: Path, tile: Tile, shape) -> tuple:
-    "SGO (uint16) and SGB (uint8) of `tile` read and checked by `ssrs_nb.sam.read_sgo_sgb`, then checked against `shape`."
-    from ssrs_nb.sam import read_sgo_sgb  # damaged maps, wrong types and SGB values other than 0/255 are errors there
+    "SGO (uint16) and SGB (uint8) of `tile` read and checked by `ssrs_nb.maps.read_sgo_sgb` (damaged maps, wrong types and SGB values other than 0/255 are errors there), then checked against `shape`."
     sgo, sgb = read_sgo_sgb(sgo_dir, tile.stem)
     for name, m in (("sgo", sgo), ("sgb", sgb)):
         if m.shape != tuple(shape):
-            raise ValueError(f"{_sgo_sgb_files(sgo_dir, tile.stem)[name == 'sgb']}: {name.upper()} map has shape "
+            raise ValueError(f"{sgo_sgb_paths(sgo_dir, tile.stem)[name == 'sgb']}: {name.upper()} map has shape "
                              f"{m.shape}, expected {tuple(shape)} like its image {tile.image_path}; regenerate the maps "
-                             f"for this image (ssrs_nb.sam.generate_dataset / nbs/11_generate_sgo.ipynb)")
+                             f"for this image (ssrs_nb.maps.generate_dataset / nbs/11_generate_sgo.ipynb)")
     return sgo.astype(np.uint16, copy=False), sgb.astype(np.uint8, copy=False)
 
 class WindowDataset(Dataset):
@@ -246,12 +243,12 @@ class WindowDataset(Dataset):
         self.tiles, self.window, self.length, self.augment, self.seed = list(tiles), int(window), int(length), augment, int(seed)
         self.sgo_dir = None if sgo_dir is None else Path(sgo_dir)
         if self.sgo_dir is not None:
-            missing = [str(p) for t in self.tiles for p in _sgo_sgb_files(self.sgo_dir, t.stem) if not p.is_file()]
+            missing = [str(p) for t in self.tiles for p in sgo_sgb_paths(self.sgo_dir, t.stem) if not p.is_file()]
             if missing:
                 raise FileNotFoundError(
                     f"{self.sgo_dir}: {len(missing)} SGO/SGB map(s) missing, e.g.\n  " + "\n  ".join(missing[:6]) +
                     "\nExpected <sgo_dir>/<image stem>_sgo.png (uint16) and <image stem>_sgb.png (uint8) for every "
-                    "tile. Generate them with ssrs_nb.sam.generate_dataset (nbs/11_generate_sgo.ipynb), or turn the "
+                    "tile. Generate them with ssrs_nb.maps.generate_dataset (nbs/11_generate_sgo.ipynb), or turn the "
                     "object and boundary losses off (sgo_dir=None).")
         from tqdm.auto import tqdm
         self.images, self.labels, self.sgos, self.sgbs = [], [], [], []

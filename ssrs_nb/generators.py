@@ -5,9 +5,10 @@
 # %% auto #0
 __all__ = ['GeneratorName', 'GENERATORS', 'GENERATOR_SPECS', 'PAPER_THRESHOLDS', 'GeneratorSpec', 'checkpoint_hint', 'require',
            'generator_settings', 'normalize_record', 'ObjectGenerator', 'build_micro_samhq', 'sam2_micro_config',
-           'build_micro_sam2', 'save_micro_checkpoint', 'build_generator', 'compare_generators', 'generators_figure']
+           'build_micro_sam2', 'save_micro_checkpoint', 'build_generator', 'generator_from_model', 'compare_generators',
+           'generators_figure']
 
-# %% ../nbs/01a_generators.ipynb #f74d2d59
+# %% ../nbs/01a_generators.ipynb #eb76410f
 import inspect
 import typing
 from dataclasses import dataclass, field
@@ -19,9 +20,9 @@ import numpy as np
 import torch
 
 from . import sam as S
-from .core import atomic_torch_save, check_choice, get_device, load_checkpoint, sha256_file
+from .core import atomic_torch_save, check_choice, get_device, load_state_dict, sha256_file, state_dict_misfit
 
-# %% ../nbs/01a_generators.ipynb #1196843d
+# %% ../nbs/01a_generators.ipynb #a959229c
 GeneratorName = Literal["sam", "sam-hq", "sam2", "superpixel"]
 GENERATORS: tuple = typing.get_args(GeneratorName)
 
@@ -39,7 +40,8 @@ class GeneratorSpec:
 _PAPER_NAMES = {"pred_iou_thresh": "pred_iou_thresh", "box_nms_thresh": "box_nms_thresh",
                 "crop_nms_thresh": "crop_nms_thresh"}
 GENERATOR_SPECS = {
-    "sam": GeneratorSpec("sam", "segment_anything", "segment-anything", None, dict(S.SAM_CHECKPOINTS),
+    "sam": GeneratorSpec("sam", "segment_anything", "segment-anything", None,
+                         {"vit_h": "sam_vit_h_4b8939.pth", "vit_l": "sam_vit_l_0b3195.pth", "vit_b": "sam_vit_b_01ec64.pth"},
                          "https://github.com/facebookresearch/segment-anything#model-checkpoints", _PAPER_NAMES),
     "sam-hq": GeneratorSpec("sam-hq", "segment_anything_hq", "segment-anything-hq", "samhq",
                             {"vit_h": "sam_hq_vit_h.pth", "vit_l": "sam_hq_vit_l.pth", "vit_b": "sam_hq_vit_b.pth",
@@ -77,8 +79,8 @@ def require(name: str):
         if spec.extra == "sam2": how = f"SAM2_BUILD_CUDA=0 {how} --no-build-isolation  (after torch is installed)"
         raise ImportError(f"generator={name!r} needs the {spec.dist} package ({e}); install it with: {how}") from e
 
-# %% ../nbs/01a_generators.ipynb #bb4bc0f2
-PAPER_THRESHOLDS = dict(S.PAPER_SAM_SETTINGS)
+# %% ../nbs/01a_generators.ipynb #28ad1aae
+PAPER_THRESHOLDS = dict(pred_iou_thresh=0.96, box_nms_thresh=0.5, crop_nms_thresh=0.5)   # Sec. IV-C
 
 _MASK_GENERATOR_CLASSES = {"sam": ("segment_anything", "SamAutomaticMaskGenerator"),
                            "sam-hq": ("segment_anything_hq", "SamAutomaticMaskGenerator"),
@@ -160,24 +162,12 @@ class ObjectGenerator:
         s = self._identity
         return f"ObjectGenerator({s['generator']!r}, model_type={s['model_type']!r}, checkpoint={s['checkpoint']!r})"
 
-# %% ../nbs/01a_generators.ipynb #ee13437d
-def _state_dict(obj, path, name):
-    "The state dict inside a loaded checkpoint (SAM 2 files hold it under 'model')."
-    if isinstance(obj, dict) and isinstance(obj.get("model"), dict): obj = obj["model"]
-    if not isinstance(obj, dict) or not obj or not all(isinstance(v, torch.Tensor) for v in obj.values()):
-        raise ValueError(f"{path}: not a state dict of tensors; expected one of the {checkpoint_hint(name)}")
-    return obj
-
+# %% ../nbs/01a_generators.ipynb #54d7a7d1
 def _shapes(model) -> dict: return {k: tuple(v.shape) for k, v in model.state_dict().items()}
-
-def _misfit(ref: dict, sd: dict) -> tuple:
-    "(missing or misshapen names, unexpected names) of state dict `sd` against reference shapes `ref`."
-    bad = [k for k in ref if k not in sd or tuple(sd[k].shape) != ref[k]]
-    return bad, [k for k in sd if k not in ref]
 
 def _fit(name, path, sd, model_type, candidates: dict, shapes_of) -> str:
     "Check that `sd` fits `model_type` (or find the one candidate it fits for 'auto'); errors name file and fixes."
-    fits = lambda mt: _misfit(shapes_of(mt), sd) == ([], [])
+    fits = lambda mt: state_dict_misfit(sd, shapes_of(mt)) == ([], [], [])
     kind = "config" if name == "sam2" else "model_type"
     if model_type == "auto":
         found = [mt for mt in candidates if fits(mt)]
@@ -185,7 +175,7 @@ def _fit(name, path, sd, model_type, candidates: dict, shapes_of) -> str:
             raise ValueError(f"{path}: fits {'none' if not found else found} of the {name} architectures "
                              f"{list(candidates)}; pass {kind}= explicitly, or use one of the {checkpoint_hint(name)}")
         return found[0]
-    bad, extra = _misfit(shapes_of(model_type), sd)
+    shaped, bad, extra = state_dict_misfit(sd, shapes_of(model_type)); bad += shaped
     if bad or extra:
         others = [mt for mt in (*candidates, "micro") if mt != model_type and fits(mt)]
         hint = f"it is a {others[0]!r} checkpoint: pass {kind}={others[0]!r} (or 'auto')" if others else \
@@ -202,7 +192,7 @@ def _read_checkpoint(name, checkpoint):
     if not path.is_file():
         raise FileNotFoundError(f"{path}: {name} checkpoint not found; download one of the {checkpoint_hint(name)}, "
                                 "and pass its local path")
-    return path, _state_dict(load_checkpoint(path), path, name)
+    return path, load_state_dict(path, hint=f"expected one of the {checkpoint_hint(name)}")
 
 # %% ../nbs/01a_generators.ipynb #a6a6ff2d
 def build_micro_samhq(img_size: int = 256, embed_dim: int = 32, depth: int = 2, prompt_dim: int = 32, seed: int = 0):
@@ -278,7 +268,7 @@ def save_micro_checkpoint(name: str, path, seed: int = 0) -> Path:
     sd = _micro(name, seed).state_dict()
     return atomic_torch_save({"model": sd} if name == "sam2" else sd, path)
 
-# %% ../nbs/01a_generators.ipynb #f755f731
+# %% ../nbs/01a_generators.ipynb #89f3a0cc
 def _sam_builders(name):
     "model_type -> function building that architecture (random weights) for SAM or HQ-SAM."
     reg = require(name).sam_model_registry
@@ -349,7 +339,7 @@ def _build_sam2(checkpoint, config, device):
         config = found[0]
     cfg = _sam2_cfg(config)
     model = _instantiate_sam2(cfg, seed=0)
-    bad, extra = _misfit(_shapes(model), sd)
+    shaped, bad, extra = state_dict_misfit(sd, _shapes(model)); bad += shaped
     if bad or extra:
         sig = _sam2_signature(sd)
         match = [c for c in _sam2_configs() if c != config and _cfg_signature(_sam2_cfg(c)) == sig]
@@ -375,12 +365,17 @@ def build_generator(name: GeneratorName, checkpoint=None, model_type: str = "aut
             raise ValueError(f"generator='superpixel' uses no checkpoint, got checkpoint={str(checkpoint)!r}; "
                              "drop it, or choose generator='sam', 'sam-hq' or 'sam2'")
         return ObjectGenerator(name, S.SuperpixelGenerator(**overrides), settings)
-    C = _mask_generator_class(name)
     if name == "sam2": path, arch, model = _build_sam2(checkpoint, config, device)
     else: path, arch, model = _build_sam_like(name, checkpoint, model_type)
-    model.to(get_device(device)).eval()
-    return ObjectGenerator(name, C(model, **settings), settings, model_type=arch, checkpoint=path,
-                           checkpoint_sha256=sha256_file(path))
+    return generator_from_model(name, model.to(get_device(device)).eval(), model_type=arch, checkpoint=path,
+                                checkpoint_sha256=sha256_file(path), **overrides)
+
+def generator_from_model(name: GeneratorName, model, model_type: str | None = None, checkpoint=None,
+                         checkpoint_sha256: str | None = None, **overrides) -> ObjectGenerator:
+    "An `ObjectGenerator` around a model already built (e.g. `sam.build_tiny_sam()`), with the paper's thresholds."
+    settings = generator_settings(name, **overrides)
+    return ObjectGenerator(name, _mask_generator_class(name)(model, **settings), settings, model_type=model_type,
+                           checkpoint=checkpoint, checkpoint_sha256=checkpoint_sha256)
 
 # %% ../nbs/01a_generators.ipynb #6dc98303
 def compare_generators(image: np.ndarray, generators: dict, crop: int | None = 512, max_objects: int = 50,

@@ -6,7 +6,7 @@
 __all__ = ['block_span', 'iter_blocks', 'load_run', 'load_model', 'open_raster', 'raster_scale', 'write_like', 'predict_raster',
            'read_raster', 'write_maps_geotiff', 'build_parser', 'main']
 
-# %% ../nbs/06a_predict.ipynb #55e0b594
+# %% ../nbs/06a_predict.ipynb #3b2043c3
 import argparse
 import contextlib
 import json
@@ -21,10 +21,10 @@ import numpy as np
 import torch
 from torch import nn
 
-from .core import DATASETS, get_device, get_preset, load_checkpoint, resolve_bands
+from .core import DATASETS, get_device, get_preset, load_state_dict, resolve_bands
 from .data import parse_scale, scale_limits, scale_to_uint8
 from .inference import sliding_window_predict, window_starts
-from .unetformer import _unwrap_state_dict, create_model, load_weights
+from .unetformer import create_model, load_weights
 
 # %% ../nbs/06a_predict.ipynb #5e93ca65
 def block_span(a: int, b: int, length: int, window: int, stride: int) -> tuple:
@@ -41,7 +41,7 @@ def iter_blocks(height: int, width: int, block: int) -> list:
     xs = [(x, min(x + block, width)) for x in range(0, width, block)]
     return [(y0, y1, x0, x1) for y0, y1 in ys for x0, x1 in xs]
 
-# %% ../nbs/06a_predict.ipynb #32725d01
+# %% ../nbs/06a_predict.ipynb #2682ea9b
 def _head_classes(sd: dict):
     k = next((k for k in sd if k.endswith("segmentation_head.2.0.weight")), None)
     return None if k is None else int(sd[k].shape[0])
@@ -82,7 +82,7 @@ def load_model(weights=None, backbone: str = "resnet18", num_classes: int | None
         if num_classes is not None and num_classes != preset.num_classes:
             raise ValueError(f"num_classes={num_classes} but dataset={dataset!r} has {preset.num_classes} classes; pass one of them")
         num_classes = preset.num_classes
-    found = _head_classes(_unwrap_state_dict(load_checkpoint(path), path))
+    found = _head_classes(load_state_dict(path))
     if found is None:
         raise ValueError(f"{path}: no UNetFormer segmentation head (decoder.segmentation_head.*) in these weights; pass a "
                          f"whole-model checkpoint (an ssrs-nb run's model_*.pth or a GeoSeg UNetFormer .ckpt/.pth)")

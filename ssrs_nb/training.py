@@ -5,10 +5,10 @@
 # %% auto #0
 __all__ = ['SelectOn', 'AmpMode', 'CompileMode', 'SELECT_ON', 'AMP_MODES', 'DEMO_OVERRIDES', 'RESULT_FILES', 'RECOVERY', 'Recipe',
            'RunOptions', 'TrainConfig', 'config_fields', 'rank_batches', 'build_loss', 'compute_loss', 'get_rng_state',
-           'set_rng_state', 'RunState', 'check_out_dir', 'setup_run', 'resume_run', 'train_step', 'save_checkpoint',
-           'train_epoch', 'evaluate_run', 'end_epoch', 'final_selection', 'train']
+           'set_rng_state', 'RunState', 'eval_epochs', 'check_out_dir', 'setup_run', 'resume_run', 'train_step',
+           'save_checkpoint', 'train_epoch', 'evaluate_run', 'end_epoch', 'final_selection', 'train']
 
-# %% ../nbs/07_training.ipynb #b436fd24
+# %% ../nbs/07_training.ipynb #8cc9f0ff
 import contextlib
 import dataclasses
 import inspect
@@ -43,7 +43,7 @@ from ssrs_nb.core import (
 )
 from .data import WindowDataset, list_tiles
 from .fast import LossMeter, TrainStep, make_sgd
-from .inference import eval_epochs, evaluate
+from .inference import evaluate
 from .losses import BOUNDARY_VARIANTS, BoundaryVariant, LossConfig, SAMLoss
 from .unetformer import BACKBONES, create_model
 
@@ -125,7 +125,7 @@ class TrainConfig(RunOptions, Recipe):
         _check_ranges(self); self.loss_config()
         if (self.use_obj or self.use_bdy) and not self.sgo_root:
             raise ValueError(f"use_obj={self.use_obj}, use_bdy={self.use_bdy} need sgo_root (the folder of SGO/SGB "
-                             f"maps from ssrs_nb.sam.generate_dataset); set sgo_root or use_obj=use_bdy=False")
+                             f"maps from ssrs_nb.maps.generate_dataset); set sgo_root or use_obj=use_bdy=False")
         if self.select_on == "val" and self.val_tiles < 1:
             raise ValueError(f"val_tiles={self.val_tiles}: select_on='val' needs at least one held-out training tile")
         get_device(self.device)
@@ -290,6 +290,20 @@ class RunState:
     def out_dir(self) -> Path: return Path(self.cfg.out_dir)
     @property
     def ckpt_path(self) -> Path: return self.out_dir / "checkpoints" / "last.pth"
+
+# %% ../nbs/07_training.ipynb #367c2daf
+def eval_epochs(epochs: int, milestones: Sequence[int] = (), select_on: str = "last",
+                eval_every: int | None = None) -> list:
+    "The (1-based) epochs after which a run is evaluated: the milestones and the last epoch when `select_on='last'`, else every epoch; `eval_every` overrides."
+    if not isinstance(epochs, int) or epochs < 1: raise ValueError(f"epochs={epochs!r}: expected an int >= 1")
+    if select_on not in ("last", "val", "test"):
+        raise ValueError(f"select_on={select_on!r}: expected one of ['last', 'val', 'test']")
+    if eval_every is not None:
+        if not isinstance(eval_every, int) or eval_every < 1:
+            raise ValueError(f"eval_every={eval_every!r}: expected an int >= 1, or None for the default schedule")
+        return sorted(set(range(eval_every, epochs + 1, eval_every)) | {epochs})
+    if select_on != "last": return list(range(1, epochs + 1))
+    return sorted({int(m) for m in milestones if 1 <= m < epochs} | {epochs})
 
 # %% ../nbs/07_training.ipynb #406ee361
 def _dist_info():

@@ -7,7 +7,7 @@ __all__ = ['BACKBONES', 'Conv', 'ConvBN', 'ConvBNReLU', 'SeparableConvBN', 'rela
            'GlobalLocalAttention', 'Mlp_decoder', 'Block', 'WF', 'FeatureRefinementHead', 'AuxHead', 'Decoder',
            'UNetFormer', 'load_weights', 'create_model']
 
-# %% ../nbs/04_unetformer.ipynb #c02a11da
+# %% ../nbs/04_unetformer.ipynb #ce13a65a
 import sys
 import warnings
 from pathlib import Path
@@ -17,7 +17,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .core import load_checkpoint
+from .core import load_state_dict, state_dict_misfit
 
 # %% ../nbs/04_unetformer.ipynb #65a9e408
 def _same(k, stride=1, dilation=1): return ((stride - 1) + dilation * (k - 1)) // 2
@@ -266,30 +266,15 @@ class UNetFormer(nn.Module):
         if self.training: return out[0][..., :h, :w], out[1][..., :h, :w]
         return out[..., :h, :w]
 
-# %% ../nbs/04_unetformer.ipynb #ce221595
+# %% ../nbs/04_unetformer.ipynb #8d3ecf09
 BACKBONES = {
     "resnet18": dict(timm_name="resnet18", decode_channels=64, out_indices=(1, 2, 3, 4), backbone_kwargs={}),
     "swin": dict(timm_name="swinv2_base_window12to16_192to256", decode_channels=256, out_indices=(0, 1, 2, 3),
                  backbone_kwargs=dict(dynamic_img_size=True)),
 }
 
-def _unwrap_state_dict(obj, path):
-    "The tensor dict inside a checkpoint: `state_dict`/`model`/`net` wrappers and DDP/Lightning prefixes removed."
-    for _ in range(3):
-        if isinstance(obj, dict) and not any(torch.is_tensor(v) for v in obj.values()):
-            inner = next((obj[k] for k in ("state_dict", "model", "model_state", "net", "weights") if isinstance(obj.get(k), dict)), None)
-            if inner is None: break
-            obj = inner
-    if not isinstance(obj, dict) or not obj or not all(isinstance(k, str) and torch.is_tensor(v) for k, v in obj.items()):
-        raise ValueError(f"{path}: expected a state dict (a dict of name → tensor, optionally under 'state_dict' or "
-                         f"'model'), found {type(obj).__name__}; save weights with torch.save(model.state_dict(), path)")
-    for pre in ("module.", "model.", "net."):
-        if all(k.startswith(pre) for k in obj): obj = {k[len(pre):]: v for k, v in obj.items()}
-    return obj
-
 def _check_shapes(model_sd, sd, path):
-    bad = [f"{k}: file {tuple(v.shape)}, model {tuple(model_sd[k].shape)}" for k, v in sd.items()
-           if k in model_sd and model_sd[k].shape != v.shape]
+    bad = [f"{k}: file {tuple(sd[k].shape)}, model {tuple(model_sd[k].shape)}" for k in state_dict_misfit(sd, model_sd)[0]]
     if bad:
         raise ValueError(f"{path}: {len(bad)} tensor(s) have the wrong shape for this model ({'; '.join(bad[:5])}"
                          f"{' …' if len(bad) > 5 else ''}); was it trained with another backbone, num_classes or "
@@ -318,7 +303,7 @@ def _dropped_by_features_only(timm_name: str) -> set:
 def load_weights(model: UNetFormer, path, strict: bool | None = None) -> dict:
     "Load a local weights file (whole model or backbone only) into `model`; prints and returns {'target','missing','unexpected','loaded'}."
     path = Path(path)
-    sd = _unwrap_state_dict(load_checkpoint(path), path)
+    sd = load_state_dict(path)
     n_file = len(sd)
     whole = any(k.startswith("decoder.") for k in sd)
     if whole:

@@ -283,7 +283,7 @@ def _interactive_backend() -> bool:
 def sgo_viewer_from_dir(images, sgo_dir, labels=None, dataset="vaihingen", reader=None, **kw) -> SGOViewer:
     "A `SGOViewer` over image files (read by `reader`, default `imread`) and their maps in `sgo_dir`, GT optional."
     from ssrs_nb.core import imread
-    from ssrs_nb.sam import read_sgo_sgb
+    from ssrs_nb.maps import read_sgo_sgb
     dirs = {str(k): Path(v) for k, v in sgo_dir.items()} if isinstance(sgo_dir, dict) else {"": Path(sgo_dir)}
     images = {Path(p).stem: Path(p) for p in images}
     labels = {} if labels is None else {Path(i).stem: Path(l) for i, l in zip(images.values(), labels)}

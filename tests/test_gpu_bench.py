@@ -1,4 +1,4 @@
-"benchmarks/gpu.py --smoke: every row of issue 12's table is present, measured ones are positive, GPU-only ones say so."
+"benchmarks/gpu.py --smoke: every row of the GPU-speed table is present, measured ones are positive, GPU-only ones say so."
 import json
 import math
 import subprocess
@@ -7,7 +7,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 
-# the rows of issue 12's table, spelled out here (not imported from the script) so a dropped row fails the test
+# the rows of the GPU-speed table, spelled out here (not imported from the script) so a dropped row fails the test
 STEP_ROWS = [f"step/{b}/{p}/{l}/{k}" for b in ("resnet18", "swin") for p in ("fp32", "bf16")
              for l in ("seg", "seg+obj+bdy") for k in ("eager", "fast")]
 OTHER_ROWS = ["losses/eager", "losses/fast", "losses/share_of_step",
@@ -46,7 +46,7 @@ def test_smoke(tmp_path):
     # the printed table names every row and the device
     for k in rows: assert k in r.stdout
     assert d["device"] in r.stdout
-    # --show renders issue 12's table from the JSON
+    # --show renders the GPU-speed table from the JSON
     shown = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "gpu.py"), "--show", str(out)], capture_output=True,
                            text=True, timeout=60)
     assert shown.returncode == 0 and d["device"] in shown.stdout, shown.stderr
