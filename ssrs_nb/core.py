@@ -5,7 +5,7 @@
 # %% auto #0
 __all__ = ['MAX_PIXELS', 'IGNORE_INDEX', 'DatasetName', 'DATASETS', 'set_seed', 'get_device', 'atomic_write',
            'atomic_write_bytes', 'atomic_write_text', 'atomic_write_json', 'atomic_torch_save', 'remove_stale_temps',
-           'load_checkpoint', 'check_pixels', 'resolve_bands', 'imread', 'imwrite_png', 'sha256_file',
+           'hold_lock', 'load_checkpoint', 'check_pixels', 'resolve_bands', 'imread', 'imwrite_png', 'sha256_file',
            'image_to_tensor', 'DatasetPreset', 'check_choice', 'get_preset']
 
 # %% ../nbs/00_core.ipynb #38f860d2
@@ -159,6 +159,50 @@ def remove_stale_temps(folder, min_age_s: float = 3600.0) -> list:
         if stale:
             with contextlib.suppress(FileNotFoundError): p.unlink(); removed.append(p)
     return removed
+
+# %% ../nbs/00_core.ipynb #b29a1dab
+import platform
+import warnings
+
+
+class _Busy(Exception): pass
+
+def _flock(path: Path, shared: bool) -> int:
+    "Open and `flock` `path` without waiting; returns the fd, or raises `_Busy(holder text)`."
+    import fcntl
+    while True:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
+        try: fcntl.flock(fd, (fcntl.LOCK_SH if shared else fcntl.LOCK_EX) | fcntl.LOCK_NB)
+        except BlockingIOError:
+            held = os.pread(fd, 4096, 0).decode(errors="replace").strip(); os.close(fd)
+            raise _Busy(held) from None
+        try: same = os.fstat(fd).st_ino == os.stat(path).st_ino
+        except FileNotFoundError: same = False
+        if same: return fd
+        os.close(fd)    # its last holder removed the file between our open and flock: lock the new one
+
+def _holder(text: str) -> str:
+    try: h = json.loads(text)
+    except ValueError: return "a run whose lock file holds no owner"
+    return f"pid {h.get('pid')} on {h.get('host')}, started {h.get('started')}, {h.get('run')}"
+
+@contextlib.contextmanager
+def hold_lock(path, run: str, busy: str, stale: str = ""):
+    "Hold an exclusive `flock` on `path` (its file names this process as `run`); a live holder is a `RuntimeError` `busy`."
+    path = Path(path)
+    try: fd = _flock(path, shared=False)
+    except _Busy as b:   # `busy` names the holder where it says {holder}
+        raise RuntimeError(f"{path}: " + busy.replace("{holder}", _holder(b.args[0]))) from None
+    try:
+        old = os.pread(fd, 4096, 0).decode(errors="replace").strip()
+        if old: warnings.warn(f"{path}: took over the lock of a run that is no longer running ({_holder(old)}){stale}",
+                              stacklevel=3)
+        me = dict(pid=os.getpid(), host=platform.node(), run=run, started=time.strftime("%Y-%m-%d %H:%M:%S"))
+        os.ftruncate(fd, 0); os.pwrite(fd, json.dumps(me).encode(), 0)
+        yield path
+    finally:
+        with contextlib.suppress(FileNotFoundError): os.unlink(path)
+        os.close(fd)
 
 # %% ../nbs/00_core.ipynb #51e61223
 def load_checkpoint(path, map_location: str | torch.device = "cpu") -> Any:

@@ -441,27 +441,9 @@ def _load_image(path) -> np.ndarray:
         raise ValueError(f"{path}: expected 8-bit pixels, got {img.dtype}; rescale it to uint8 first")
     return img
 
-# %% ../nbs/01_sam.ipynb #419934f9
-class _Busy(Exception): pass
+# %% ../nbs/01_sam.ipynb #557e6861
+from .core import _Busy, _flock, _holder  # moved to core (one lock protocol for every job)
 
-def _flock(path: Path, shared: bool) -> int:
-    "Open and `flock` `path` without waiting; returns the fd, or raises `_Busy(holder text)`."
-    import fcntl
-    while True:
-        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
-        try: fcntl.flock(fd, (fcntl.LOCK_SH if shared else fcntl.LOCK_EX) | fcntl.LOCK_NB)
-        except BlockingIOError:
-            held = os.pread(fd, 4096, 0).decode(errors="replace").strip(); os.close(fd)
-            raise _Busy(held) from None
-        try: same = os.fstat(fd).st_ino == os.stat(path).st_ino
-        except FileNotFoundError: same = False
-        if same: return fd
-        os.close(fd)    # its last holder removed the file between our open and flock: lock the new one
-
-def _holder(text: str) -> str:
-    try: h = json.loads(text)
-    except ValueError: return "a run whose lock file holds no owner"
-    return f"pid {h.get('pid')} on {h.get('host')}, started {h.get('started')}, {h.get('run')}"
 
 def _run_lock(out_dir: Path, shard: int, num_shards: int) -> list:
     "Take the run lock(s) of `out_dir` for this shard; returns [(path, fd, unlink_at_end)]; a busy folder is an error."

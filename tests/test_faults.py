@@ -6,6 +6,7 @@ the file, the value and the fix) and that nothing already made is lost.
 """
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -394,3 +395,124 @@ def test_read_only_out_dir_fails_before_data_and_model(tmp_path):
     finally:
         if os.geteuid() == 0: subprocess.run(["umount", str(ro)], check=True)
         else: ro.chmod(0o755)
+
+
+# ---------------------------------------------------------------- issue 19: reliability
+_SLOW_TRAIN = """
+    import time, torch, warnings
+    from ssrs_nb.training import TrainConfig, train
+    class Slow(torch.nn.Module):                 # a tiny network, one forward a {delay} s: the run lasts long enough
+        def __init__(self, C):
+            super().__init__(); torch.manual_seed(0); self.c = torch.nn.Conv2d(3, C, 3, padding=1)
+        def forward(self, x):
+            time.sleep({delay}); return self.c(x)
+    cfg = TrainConfig(**{cfg!r})
+    warnings.simplefilter("always")
+    m = train(cfg, model_fn=Slow)
+    print("finished", m["status"], flush=True)
+"""
+
+
+def _train_proc(vdata, out, delay=0.3, **kw):
+    from dataclasses import asdict
+    return _start(_SLOW_TRAIN.format(delay=delay, cfg=asdict(_cfg(vdata, out, **kw))))
+
+
+def _wait_lock(lock, proc):
+    _wait_for(lambda: lock.is_file() and lock.stat().st_size > 0, proc)
+
+
+def test_second_training_run_on_one_folder_refused(vdata, tmp_path):
+    from ssrs_nb.training import train
+    out = tmp_path / "run"; lock = out / ".train.lock"
+    a = _train_proc(vdata, out, iters_per_epoch=40)
+    try:
+        _wait_lock(lock, a)
+        for kw in ({}, {"overwrite": True}, {"resume": True}):   # fresh, overwrite or resume while A runs: refused
+            with pytest.raises(RuntimeError, match=rf"\.train\.lock: another training run is using {out} "
+                                                   rf"\(pid {a.pid} on .*\); this run stops"):
+                train(_cfg(vdata, out, iters_per_epoch=40, **kw), model_fn=_net)
+        _wait_for(lambda: (out / "checkpoints" / "last.pth").is_file(), a)
+    finally: _kill(a)                                                       # A is killed: its lock is stale now
+    assert lock.is_file()
+    with pytest.warns(UserWarning, match=rf"\.train\.lock: took over the lock of a run that is no longer running "
+                                         rf"\(pid {a.pid} on .*resume=True continues"):
+        m = train(_cfg(vdata, out, iters_per_epoch=40, resume=True), model_fn=lambda C: _SlowFree(C))
+    assert m["status"] == "finished" and not lock.exists()
+    assert not list((out / "checkpoints").glob(".*.tmp"))
+
+
+class _SlowFree(torch.nn.Module):
+    "The subprocess's network without the sleep (same parameters, so its checkpoint resumes)."
+    def __init__(self, C):
+        super().__init__(); torch.manual_seed(0); self.c = torch.nn.Conv2d(3, C, 3, padding=1)
+
+    def forward(self, x): return self.c(x)
+
+
+def test_two_subprocess_runs_started_together_one_refused(vdata, tmp_path):
+    out = tmp_path / "run"
+    procs = [_train_proc(vdata, out, delay=0.3, iters_per_epoch=10, overwrite=True) for _ in range(2)]   # ~3 s each
+    res = [p.communicate(timeout=300) for p in procs]
+    codes = sorted(p.returncode for p in procs)
+    assert codes[0] == 0 and codes[1] != 0, res
+    err = next(e for p, (o, e) in zip(procs, res) if p.returncode)
+    assert "another training run is using" in err and "pid " in err
+    assert not list((out / "checkpoints").glob(".*.tmp"))
+
+
+def test_keep_previous_when_previous_is_already_last(tmp_path):
+    from ssrs_nb.training import _keep_previous
+    ck = tmp_path / "checkpoints"; ck.mkdir()
+    last, prev = ck / "last.pth", ck / "previous.pth"
+    torch.save({"step": 1}, last); os.link(last, prev)      # killed between linking previous.pth and saving last.pth
+    _keep_previous(last)
+    assert sorted(p.name for p in ck.iterdir()) == ["last.pth", "previous.pth"]    # no .hardlink.tmp left (94 MB)
+    assert load_checkpoint(prev) == {"step": 1}
+
+
+def test_model_weights_as_last_checkpoint(vdata, tmp_path):
+    from ssrs_nb.training import train
+    out = tmp_path / "run"
+    train(_cfg(vdata, out), model_fn=_net)
+    last, prev = out / "checkpoints" / "last.pth", out / "checkpoints" / "previous.pth"
+    last.write_bytes((out / "model_final.pth").read_bytes())                # a valid torch file, no training state
+    step_prev = load_checkpoint(prev)["step"]
+    with pytest.warns(UserWarning, match=rf"(?s)last\.pth: a PyTorch file but not a training checkpoint \(a "
+                                         rf"OrderedDict with 4 entries, lacking 'model', 'optimizer'.*Resuming from the "
+                                         rf"checkpoint before it, .*previous\.pth \(iteration {step_prev}\)"):
+        m = train(_cfg(vdata, out, epochs=2, resume=True), model_fn=_net)
+    assert m["status"] == "finished"
+    last.write_bytes((out / "model_final.pth").read_bytes()); prev.unlink()  # and with no previous.pth to fall back to
+    with pytest.raises(ValueError, match=r"last\.pth: a PyTorch file but not a training checkpoint"):
+        train(_cfg(vdata, out, epochs=3, resume=True), model_fn=_net)
+
+
+def test_resume_with_another_model_names_the_file(vdata, tmp_path):
+    from ssrs_nb.training import train
+    out = tmp_path / "run"
+    train(_cfg(vdata, out), model_fn=_net)
+    wide = lambda C: torch.nn.Sequential(torch.nn.Conv2d(3, 16, 3, padding=1), torch.nn.ReLU(),
+                                         torch.nn.Conv2d(16, C, 3, padding=1))
+    with pytest.raises(ValueError, match=r"last\.pth: its weights do not fit this run's model \(.*size mismatch"):
+        train(_cfg(vdata, out, epochs=2, resume=True), model_fn=wide)
+
+
+def test_checkpoints_is_a_file(vdata, tmp_path):
+    from ssrs_nb.training import train
+    out = tmp_path / "run"; out.mkdir(); (out / "checkpoints").write_text("not a folder")
+    with pytest.raises(NotADirectoryError, match=r"run/checkpoints: is a file, but the run needs a folder there"):
+        train(_cfg(vdata, out), model_fn=_net)
+
+
+@pytest.mark.parametrize("kw, expect", [
+    (dict(eval_stride=128), "eval_stride=128: expected an int in 1..window=64"),
+    (dict(lr=0.0), "lr=0.0: expected a number > 0"), (dict(gamma=-1.0), "gamma=-1.0: expected a number > 0"),
+    (dict(lambda_obj=-1.0), "lambda_obj=-1.0: expected a weight >= 0"),
+    (dict(lambda_bdy=-0.1), "lambda_bdy=-0.1: expected a weight >= 0")])
+def test_bad_settings_refused_before_training(vdata, tmp_path, kw, expect):
+    from ssrs_nb.training import train
+    built = []
+    with pytest.raises(ValueError, match=re.escape(expect)):
+        train(_cfg(vdata, tmp_path / "run", **kw), model_fn=lambda C: built.append(C))
+    assert built == [] and not (tmp_path / "run").exists()
