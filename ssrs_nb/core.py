@@ -231,7 +231,7 @@ def load_checkpoint(path, map_location: str | torch.device = "cpu") -> Any:
         raise ValueError(f"{path}: not a PyTorch checkpoint ({size:,} bytes starting with {head!r}; {type(e).__name__}: "
                          f"{first}); pass a file written by torch.save (.pth/.pt/.ckpt).") from None
 
-# %% ../nbs/00_core.ipynb #00419a00
+# %% ../nbs/00_core.ipynb #12634c0f
 import cv2
 
 MAX_PIXELS = 2 ** 28        # pixels an image may declare before imread refuses it (raise with max_pixels=)
@@ -282,16 +282,36 @@ def _read_tiff(path: Path, max_pixels) -> np.ndarray:
                          f"or truncated: copy or download it again") from None
     return np.ascontiguousarray(arr)
 
+import threading
+
+_STDERR_LOCK = threading.Lock()
+
+def _decode_jpeg(path: Path) -> np.ndarray:
+    "`cv2.imread` of a JPEG with libjpeg's messages (its only sign of damage, printed to fd 2) made a `ValueError`."
+    with _STDERR_LOCK, tempfile.TemporaryFile() as cap:
+        saved = os.dup(2)
+        try:
+            os.dup2(cap.fileno(), 2); arr = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
+        finally: os.dup2(saved, 2); os.close(saved)
+        cap.seek(0); said = cap.read().decode(errors="replace").strip()
+    if said:
+        raise ValueError(f"{path}: damaged JPEG (libjpeg: {' / '.join(said.splitlines()[:3])[:300]}); the decoded "
+                         f"pixels would be wrong: copy or download the file again")
+    return arr
+
 def _read_other(path: Path, max_pixels) -> np.ndarray:
     from PIL import Image
     old = Image.MAX_IMAGE_PIXELS
     try:                                     # PIL reads only the header here; our own limit applies, not PIL's
         Image.MAX_IMAGE_PIXELS = None
-        with Image.open(path) as im: w, h = im.size
-    except Exception: w = h = None           # a format PIL does not know: OpenCV decides below
+        with Image.open(path) as im: w, h, fmt = *im.size, im.format
+    except Exception:                        # a format whose size we cannot read first is never decoded (a bomb)
+        with open(path, "rb") as f: head = f.read(8)
+        raise ValueError(f"{path}: not an image format whose size can be checked before decoding (starts with {head!r}); "
+                         f"convert it to TIFF, PNG or JPEG") from None
     finally: Image.MAX_IMAGE_PIXELS = old
-    if w is not None: check_pixels(path, h, w, max_pixels)
-    arr = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
+    check_pixels(path, h, w, max_pixels)
+    arr = _decode_jpeg(path) if fmt in ("JPEG", "MPO") else cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
     if arr is None:
         raise ValueError(f"{path}: could not be read as an image (corrupt, truncated or not an image file)")
     if arr.ndim == 3 and arr.shape[2] in (3, 4):        # OpenCV's BGR(A) → file order RGB(A)

@@ -516,3 +516,38 @@ def test_bad_settings_refused_before_training(vdata, tmp_path, kw, expect):
     with pytest.raises(ValueError, match=re.escape(expect)):
         train(_cfg(vdata, tmp_path / "run", **kw), model_fn=lambda C: built.append(C))
     assert built == [] and not (tmp_path / "run").exists()
+
+
+def _jpeg_bytes():
+    import cv2
+    rng = np.random.default_rng(0)
+    ok, buf = cv2.imencode(".jpg", rng.integers(0, 255, (48, 64, 3), dtype=np.uint8).repeat(4, 0).repeat(4, 1))
+    return buf.tobytes()
+
+
+@pytest.mark.parametrize("damage", ["cut in half", "garbage mid-file"])
+def test_damaged_jpeg_refused_and_no_maps_written(tmp_path, damage):
+    b = _jpeg_bytes(); m = len(b) // 2
+    img = tmp_path / "img"; img.mkdir()
+    if damage == "cut in half": b = b[:m]
+    else: b = b[:m] + np.random.default_rng(1).integers(0, 255, 2000, dtype=np.uint8).tobytes() + b[m + 2000:]
+    (img / "bad.jpg").write_bytes(b)
+    with pytest.raises(ValueError, match=r"bad\.jpg: damaged JPEG \(libjpeg: .*\); the decoded pixels would be wrong"):
+        generate_dataset([img / "bad.jpg"], tmp_path / "sgo", SuperpixelGenerator(scale=100), crop=None, min_area=0,
+                         progress=False)
+    assert not any(p.suffix == ".png" for p in (tmp_path / "sgo").rglob("*"))
+
+
+def test_radiance_hdr_bomb_refused_before_decoding(tmp_path):
+    bomb = tmp_path / "bomb.hdr"   # a Radiance header declaring 16500² px, as a 17 MB file would; no data follows
+    bomb.write_bytes(b"#?RADIANCE\nFORMAT=32-bit_rle_rgbe\n\n-Y 16500 +X 16500\n" + bytes(4096))
+    p = _start(f"""
+        import resource
+        from ssrs_nb.core import imread
+        resource.setrlimit(resource.RLIMIT_AS, (6 << 30, 6 << 30))     # decoding 16500² floats needs more than this
+        try: imread({str(bomb)!r})
+        except ValueError as e: print("refused:", e, flush=True)
+    """)
+    out, err = p.communicate(timeout=120)
+    assert p.returncode == 0 and "refused:" in out, err[-2000:]
+    assert f"{bomb}: not an image format whose size can be checked before decoding" in out
