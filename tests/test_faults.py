@@ -4,6 +4,7 @@ Each test injects one fault the way it happens to a user (SIGKILL of a real subp
 folder, a truncated or zeroed file, a full disk through RLIMIT_FSIZE) and checks what the user sees (an error naming
 the file, the value and the fix) and that nothing already made is lost.
 """
+import importlib.util
 import json
 import os
 import re
@@ -551,3 +552,26 @@ def test_radiance_hdr_bomb_refused_before_decoding(tmp_path):
     out, err = p.communicate(timeout=120)
     assert p.returncode == 0 and "refused:" in out, err[-2000:]
     assert f"{bomb}: not an image format whose size can be checked before decoding" in out
+
+
+_PAYLOADS = {   # each would run code if instantiated; hydra's own blocklist lets the first two through
+    "numpy.savetxt": lambda f: {"_target_": "numpy.savetxt", "fname": str(f), "X": [1.0]},
+    "torch.load": lambda f: {"_target_": "torch.load", "f": str(f), "weights_only": False},
+    "through a sam2 module": lambda f: {"_target_": "sam2.modeling.sam2_utils.np.savetxt", "fname": str(f), "X": [1.0]}}
+
+
+@pytest.mark.skipif(importlib.util.find_spec("sam2") is None, reason="sam2 not installed")
+@pytest.mark.parametrize("payload", list(_PAYLOADS))
+def test_sam2_config_cannot_run_code(tmp_path, payload):
+    import yaml
+    from ssrs_nb.generators import build_generator, save_micro_checkpoint
+    ck = save_micro_checkpoint("sam2", tmp_path / "micro_sam2.pt")
+    pwned = tmp_path / "pwned.txt"; bad = _PAYLOADS[payload](pwned)
+    top, nested = tmp_path / "top.yaml", tmp_path / "nested.yaml"   # the payload as the model, or deep inside a valid one
+    top.write_text(yaml.safe_dump({"model": bad}))
+    nested.write_text(yaml.safe_dump({"model": {"_target_": "sam2.modeling.sam2_base.SAM2Base",
+                                                "image_encoder": {"x": [bad]}}}))
+    for cfg, key in ((top, "model._target_"), (nested, "model.image_encoder.x.0._target_")):
+        with pytest.raises(ValueError, match=rf"{re.escape(str(cfg))}: {re.escape(key)} = '.*' is not a SAM 2 model class"):
+            build_generator("sam2", checkpoint=ck, config=str(cfg), device="cpu")
+        assert not pwned.exists()
