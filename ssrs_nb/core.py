@@ -5,8 +5,8 @@
 # %% auto #0
 __all__ = ['MAX_PIXELS', 'IGNORE_INDEX', 'DatasetName', 'DATASETS', 'set_seed', 'get_device', 'atomic_write',
            'atomic_write_bytes', 'atomic_write_text', 'atomic_write_json', 'atomic_torch_save', 'remove_stale_temps',
-           'hold_lock', 'load_checkpoint', 'check_pixels', 'resolve_bands', 'imread', 'imwrite_png', 'sha256_file',
-           'image_to_tensor', 'DatasetPreset', 'check_choice', 'get_preset']
+           'hold_lock', 'worker_init', 'load_checkpoint', 'check_pixels', 'resolve_bands', 'imread', 'imwrite_png',
+           'sha256_file', 'image_to_tensor', 'DatasetPreset', 'check_choice', 'get_preset']
 
 # %% ../nbs/00_core.ipynb #38f860d2
 import contextlib
@@ -204,6 +204,25 @@ def hold_lock(path, run: str, busy: str, stale: str = ""):
         with contextlib.suppress(FileNotFoundError): os.unlink(path)
         os.close(fd)
 
+# %% ../nbs/00_core.ipynb #86bcd3d6
+import sys
+import threading
+
+
+def worker_init(parent_pid: int, one_thread: bool = True) -> None:
+    "Pool initializer: end this worker when process `parent_pid` dies (PR_SET_PDEATHSIG on Linux, a pid watchdog everywhere)."
+    if sys.platform.startswith("linux"):
+        import ctypes
+        import signal
+        with contextlib.suppress(OSError, AttributeError): ctypes.CDLL(None).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    def watch():
+        while os.getppid() == parent_pid: time.sleep(1.0)
+        os._exit(1)    # re-parented: the parent is gone
+    threading.Thread(target=watch, daemon=True, name="parent-watchdog").start()
+    if one_thread:
+        import cv2
+        cv2.setNumThreads(1); torch.set_num_threads(1)
+
 # %% ../nbs/00_core.ipynb #51e61223
 def load_checkpoint(path, map_location: str | torch.device = "cpu") -> Any:
     "Load a checkpoint/weights file with `weights_only=True`; clear errors naming `path` for missing, damaged or unsafe files."
@@ -231,7 +250,7 @@ def load_checkpoint(path, map_location: str | torch.device = "cpu") -> Any:
         raise ValueError(f"{path}: not a PyTorch checkpoint ({size:,} bytes starting with {head!r}; {type(e).__name__}: "
                          f"{first}); pass a file written by torch.save (.pth/.pt/.ckpt).") from None
 
-# %% ../nbs/00_core.ipynb #12634c0f
+# %% ../nbs/00_core.ipynb #7e9f028c
 import cv2
 
 MAX_PIXELS = 2 ** 28        # pixels an image may declare before imread refuses it (raise with max_pixels=)
@@ -281,8 +300,6 @@ def _read_tiff(path: Path, max_pixels) -> np.ndarray:
         raise ValueError(f"{path}: TIFF could not be decoded ({type(e).__name__}: {str(e)[:200]}); the file is corrupt "
                          f"or truncated: copy or download it again") from None
     return np.ascontiguousarray(arr)
-
-import threading
 
 _STDERR_LOCK = threading.Lock()
 

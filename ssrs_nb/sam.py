@@ -441,8 +441,8 @@ def _load_image(path) -> np.ndarray:
         raise ValueError(f"{path}: expected 8-bit pixels, got {img.dtype}; rescale it to uint8 first")
     return img
 
-# %% ../nbs/01_sam.ipynb #557e6861
-from .core import _Busy, _flock, _holder  # moved to core (one lock protocol for every job)
+# %% ../nbs/01_sam.ipynb #3d259928
+from .core import _Busy, _flock, _holder, worker_init  # moved to core (one lock protocol for every job)
 
 
 def _run_lock(out_dir: Path, shard: int, num_shards: int) -> list:
@@ -581,9 +581,14 @@ def _in_processes(todo: list, generator, opts: dict, out_dir: Path, record: str,
     from concurrent.futures import ProcessPoolExecutor, as_completed
 
     from ssrs_nb import sam  # the worker processes import the job from the package (spawn: nothing is inherited)
-    with ProcessPoolExecutor(workers, mp_context=mp.get_context("spawn"), initializer=sam._one_thread) as pool:
+    with ProcessPoolExecutor(workers, mp_context=mp.get_context("spawn"), initializer=worker_init,
+                             initargs=(os.getpid(),)) as pool:   # workers die with this process
         futs = [pool.submit(sam._one_image, stem, path, generator, opts, out_dir, record, reader) for stem, path in todo]
-        for f in as_completed(futs): yield f.result()
+        try:
+            for f in as_completed(futs): yield f.result()
+        except BaseException:   # Ctrl-C or an error: stop now, not after every queued image (maps are atomic)
+            for proc in list((pool._processes or {}).values()): proc.terminate()
+            pool.shutdown(wait=False, cancel_futures=True); raise
 
 def _reader_id(reader) -> dict:
     "How images are read, for the settings record: {} for the default reader, else the function and its arguments."

@@ -564,6 +564,7 @@ _PAYLOADS = {   # each would run code if instantiated; hydra's own blocklist let
 @pytest.mark.parametrize("payload", list(_PAYLOADS))
 def test_sam2_config_cannot_run_code(tmp_path, payload):
     import yaml
+
     from ssrs_nb.generators import build_generator, save_micro_checkpoint
     ck = save_micro_checkpoint("sam2", tmp_path / "micro_sam2.pt")
     pwned = tmp_path / "pwned.txt"; bad = _PAYLOADS[payload](pwned)
@@ -575,3 +576,72 @@ def test_sam2_config_cannot_run_code(tmp_path, payload):
         with pytest.raises(ValueError, match=rf"{re.escape(str(cfg))}: {re.escape(key)} = '.*' is not a SAM 2 model class"):
             build_generator("sam2", checkpoint=ck, config=str(cfg), device="cpu")
         assert not pwned.exists()
+
+
+def _children(pid):
+    out = subprocess.run(["ps", "-o", "pid=", "--ppid", str(pid)], capture_output=True, text=True).stdout
+    return [int(x) for x in out.split()]
+
+
+def _alive(pid):
+    try: os.kill(pid, 0)
+    except ProcessLookupError: return False
+    try: return Path(f"/proc/{pid}/stat").read_text().split()[2] != "Z"   # a zombie has ended
+    except OSError: return False
+
+
+_POOL_RUN = """
+    import time
+    from pathlib import Path
+    from ssrs_nb.sam import SuperpixelGenerator, generate_dataset
+    from tests.test_faults import SlowGen
+    if __name__ == "__main__":
+        ims = sorted(Path({img!r}).glob("*.png"))
+        generate_dataset(ims, {out!r}, SlowGen(scale=100), crop=None, min_area=0, workers=2, progress=False)
+        print("finished", flush=True)
+"""
+
+
+class SlowGen(SuperpixelGenerator):
+    "SuperpixelGenerator at 2 s an image (importable by spawned workers)."
+    def generate(self, img):
+        time.sleep(2.0); return super().generate(img)
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="/proc and ps --ppid")
+@pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGTERM])
+def test_pool_workers_die_with_their_parent(tmp_path, sig):
+    ims = _images(tmp_path, n=8)
+    script = tmp_path / "run.py"
+    script.write_text(textwrap.dedent(_POOL_RUN.format(img=str(ims[0].parent), out=str(tmp_path / "sgo"))))
+    p = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                         env=_env(), cwd=ROOT)
+    _wait_for(lambda: len(_children(p.pid)) >= 3, p, timeout=120)             # two workers and a resource tracker
+    time.sleep(3.0)                                                            # the workers are generating
+    kids = _children(p.pid)
+    p.send_signal(sig); p.wait(); p.stdout.close(); p.stderr.close()
+    t0 = time.monotonic()
+    while any(_alive(k) for k in kids) and time.monotonic() - t0 < 15: time.sleep(0.2)
+    left = [k for k in kids if _alive(k)]
+    for k in left: os.kill(k, signal.SIGKILL)
+    assert left == [], f"{len(left)} of {len(kids)} child processes outlived their parent by 15 s"
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="/proc and ps --ppid")
+def test_ctrl_c_stops_the_pool_within_seconds(tmp_path):
+    ims = _images(tmp_path, n=16)                                               # 16 s of work for two workers
+    # (a terminal's Ctrl-C reaches the workers too, which then fail; Jupyter's interrupt reaches only the parent)
+    script = tmp_path / "run.py"
+    script.write_text(textwrap.dedent(_POOL_RUN.format(img=str(ims[0].parent), out=str(tmp_path / "sgo"))))
+    p = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                         env=_env(), cwd=ROOT, start_new_session=True)
+    _wait_for(lambda: len(_children(p.pid)) >= 3, p, timeout=120)
+    time.sleep(3.0)
+    t0 = time.monotonic(); p.send_signal(signal.SIGINT)   # Jupyter's interrupt: SIGINT to the parent only
+    try: p.wait(timeout=60)
+    except subprocess.TimeoutExpired: _kill(p); raise
+    took = time.monotonic() - t0
+    err = p.stderr.read(); p.stdout.close(); p.stderr.close()
+    assert "KeyboardInterrupt" in err and took < 6.0, (took, err[-1500:])
+    done = len(list((tmp_path / "sgo").glob("*_sgo.png")))
+    assert done < 16                                                           # the queued images were dropped
