@@ -5,8 +5,9 @@
 # %% auto #0
 __all__ = ['MAX_PIXELS', 'IGNORE_INDEX', 'DatasetName', 'DATASETS', 'set_seed', 'get_device', 'atomic_write',
            'atomic_write_bytes', 'atomic_write_text', 'atomic_write_json', 'atomic_torch_save', 'remove_stale_temps',
-           'load_checkpoint', 'load_state_dict', 'state_dict_misfit', 'window_starts', 'check_pixels', 'resolve_bands',
-           'imread', 'imwrite_png', 'sha256_file', 'image_to_tensor', 'DatasetPreset', 'check_choice', 'get_preset']
+           'hold_lock', 'worker_init', 'load_checkpoint', 'load_state_dict', 'state_dict_misfit', 'window_starts',
+           'check_pixels', 'resolve_bands', 'imread', 'imwrite_png', 'sha256_file', 'image_to_tensor', 'DatasetPreset',
+           'check_choice', 'get_preset']
 
 # %% ../nbs/00_core.ipynb #38f860d2
 import contextlib
@@ -160,6 +161,69 @@ def remove_stale_temps(folder, min_age_s: float = 3600.0) -> list:
             with contextlib.suppress(FileNotFoundError): p.unlink(); removed.append(p)
     return removed
 
+# %% ../nbs/00_core.ipynb #b29a1dab
+import platform
+import warnings
+
+
+class _Busy(Exception): pass
+
+def _flock(path: Path, shared: bool) -> int:
+    "Open and `flock` `path` without waiting; returns the fd, or raises `_Busy(holder text)`."
+    import fcntl
+    while True:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
+        try: fcntl.flock(fd, (fcntl.LOCK_SH if shared else fcntl.LOCK_EX) | fcntl.LOCK_NB)
+        except BlockingIOError:
+            held = os.pread(fd, 4096, 0).decode(errors="replace").strip(); os.close(fd)
+            raise _Busy(held) from None
+        try: same = os.fstat(fd).st_ino == os.stat(path).st_ino
+        except FileNotFoundError: same = False
+        if same: return fd
+        os.close(fd)    # its last holder removed the file between our open and flock: lock the new one
+
+def _holder(text: str) -> str:
+    try: h = json.loads(text)
+    except ValueError: return "a run whose lock file holds no owner"
+    return f"pid {h.get('pid')} on {h.get('host')}, started {h.get('started')}, {h.get('run')}"
+
+@contextlib.contextmanager
+def hold_lock(path, run: str, busy: str, stale: str = ""):
+    "Hold an exclusive `flock` on `path` (its file names this process as `run`); a live holder is a `RuntimeError` `busy`."
+    path = Path(path)
+    try: fd = _flock(path, shared=False)
+    except _Busy as b:   # `busy` names the holder where it says {holder}
+        raise RuntimeError(f"{path}: " + busy.replace("{holder}", _holder(b.args[0]))) from None
+    try:
+        old = os.pread(fd, 4096, 0).decode(errors="replace").strip()
+        if old: warnings.warn(f"{path}: took over the lock of a run that is no longer running ({_holder(old)}){stale}",
+                              stacklevel=3)
+        me = dict(pid=os.getpid(), host=platform.node(), run=run, started=time.strftime("%Y-%m-%d %H:%M:%S"))
+        os.ftruncate(fd, 0); os.pwrite(fd, json.dumps(me).encode(), 0)
+        yield path
+    finally:
+        with contextlib.suppress(FileNotFoundError): os.unlink(path)
+        os.close(fd)
+
+# %% ../nbs/00_core.ipynb #86bcd3d6
+import sys
+import threading
+
+
+def worker_init(parent_pid: int, one_thread: bool = True) -> None:
+    "Pool initializer: end this worker when process `parent_pid` dies (PR_SET_PDEATHSIG on Linux, a pid watchdog everywhere)."
+    if sys.platform.startswith("linux"):
+        import ctypes
+        import signal
+        with contextlib.suppress(OSError, AttributeError): ctypes.CDLL(None).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    def watch():
+        while os.getppid() == parent_pid: time.sleep(1.0)
+        os._exit(1)    # re-parented: the parent is gone
+    threading.Thread(target=watch, daemon=True, name="parent-watchdog").start()
+    if one_thread:
+        import cv2
+        cv2.setNumThreads(1); torch.set_num_threads(1)
+
 # %% ../nbs/00_core.ipynb #51e61223
 def load_checkpoint(path, map_location: str | torch.device = "cpu") -> Any:
     "Load a checkpoint/weights file with `weights_only=True`; clear errors naming `path` for missing, damaged or unsafe files."
@@ -223,7 +287,7 @@ def window_starts(length: int, window: int, stride: int) -> np.ndarray:
     if starts[-1] != length - window: starts = np.append(starts, length - window)
     return starts
 
-# %% ../nbs/00_core.ipynb #00419a00
+# %% ../nbs/00_core.ipynb #7e9f028c
 import cv2
 
 MAX_PIXELS = 2 ** 28        # pixels an image may declare before imread refuses it (raise with max_pixels=)
@@ -274,16 +338,34 @@ def _read_tiff(path: Path, max_pixels) -> np.ndarray:
                          f"or truncated: copy or download it again") from None
     return np.ascontiguousarray(arr)
 
+_STDERR_LOCK = threading.Lock()
+
+def _decode_jpeg(path: Path) -> np.ndarray:
+    "`cv2.imread` of a JPEG with libjpeg's messages (its only sign of damage, printed to fd 2) made a `ValueError`."
+    with _STDERR_LOCK, tempfile.TemporaryFile() as cap:
+        saved = os.dup(2)
+        try:
+            os.dup2(cap.fileno(), 2); arr = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
+        finally: os.dup2(saved, 2); os.close(saved)
+        cap.seek(0); said = cap.read().decode(errors="replace").strip()
+    if said:
+        raise ValueError(f"{path}: damaged JPEG (libjpeg: {' / '.join(said.splitlines()[:3])[:300]}); the decoded "
+                         f"pixels would be wrong: copy or download the file again")
+    return arr
+
 def _read_other(path: Path, max_pixels) -> np.ndarray:
     from PIL import Image
     old = Image.MAX_IMAGE_PIXELS
     try:                                     # PIL reads only the header here; our own limit applies, not PIL's
         Image.MAX_IMAGE_PIXELS = None
-        with Image.open(path) as im: w, h = im.size
-    except Exception: w = h = None           # a format PIL does not know: OpenCV decides below
+        with Image.open(path) as im: w, h, fmt = *im.size, im.format
+    except Exception:                        # a format whose size we cannot read first is never decoded (a bomb)
+        with open(path, "rb") as f: head = f.read(8)
+        raise ValueError(f"{path}: not an image format whose size can be checked before decoding (starts with {head!r}); "
+                         f"convert it to TIFF, PNG or JPEG") from None
     finally: Image.MAX_IMAGE_PIXELS = old
-    if w is not None: check_pixels(path, h, w, max_pixels)
-    arr = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
+    check_pixels(path, h, w, max_pixels)
+    arr = _decode_jpeg(path) if fmt in ("JPEG", "MPO") else cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
     if arr is None:
         raise ValueError(f"{path}: could not be read as an image (corrupt, truncated or not an image file)")
     if arr.ndim == 3 and arr.shape[2] in (3, 4):        # OpenCV's BGR(A) → file order RGB(A)

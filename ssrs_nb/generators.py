@@ -5,8 +5,8 @@
 # %% auto #0
 __all__ = ['GeneratorName', 'GENERATORS', 'GENERATOR_SPECS', 'PAPER_THRESHOLDS', 'GeneratorSpec', 'checkpoint_hint', 'require',
            'generator_settings', 'normalize_record', 'ObjectGenerator', 'build_micro_samhq', 'sam2_micro_config',
-           'build_micro_sam2', 'save_micro_checkpoint', 'build_generator', 'generator_from_model', 'compare_generators',
-           'generators_figure']
+           'check_sam2_targets', 'build_micro_sam2', 'save_micro_checkpoint', 'build_generator', 'generator_from_model',
+           'compare_generators', 'generators_figure']
 
 # %% ../nbs/01a_generators.ipynb #eb76410f
 import inspect
@@ -194,7 +194,7 @@ def _read_checkpoint(name, checkpoint):
                                 "and pass its local path")
     return path, load_state_dict(path, hint=f"expected one of the {checkpoint_hint(name)}")
 
-# %% ../nbs/01a_generators.ipynb #a6a6ff2d
+# %% ../nbs/01a_generators.ipynb #9ae71f13
 def build_micro_samhq(img_size: int = 256, embed_dim: int = 32, depth: int = 2, prompt_dim: int = 32, seed: int = 0):
     "A small random-weights HQ-SAM built from segment_anything_hq's own modules (tests and timings only)."
     require("sam-hq")
@@ -242,11 +242,37 @@ def sam2_micro_config():
     m.num_maskmem = 1
     return cfg
 
+def _sam2_class(target) -> bool:
+    "Whether `target` names a class that SAM 2's own model code (`sam2.modeling.*`) defines, by that exact name."
+    import importlib
+    mod, _, name = target.rpartition(".") if isinstance(target, str) else ("", "", "")
+    if not mod.startswith("sam2.modeling.") or not name.isidentifier(): return False
+    try: obj = getattr(importlib.import_module(mod), name, None)   # importing SAM 2's own modules runs no config code
+    except ImportError: return False
+    return inspect.isclass(obj) and obj.__module__ == mod and obj.__qualname__ == name
+
+def check_sam2_targets(cfg, where: str = "config") -> None:
+    "Refuse a SAM 2 config (resolved, all of it) with any `_target_` other than a SAM 2 model class, naming the key."
+    from omegaconf import DictConfig, ListConfig, OmegaConf
+    if isinstance(cfg, (DictConfig, ListConfig)): cfg = OmegaConf.to_container(cfg, resolve=True)
+    todo = [("", cfg)]
+    while todo:
+        key, node = todo.pop()
+        items = node.items() if isinstance(node, dict) else enumerate(node) if isinstance(node, list) else ()
+        for k, v in items:
+            at = f"{key}.{k}" if key else str(k)
+            if k == "_target_" and not _sam2_class(v):
+                raise ValueError(f"{where}: {at} = {v!r} is not a SAM 2 model class; a config may only build the classes "
+                                 f"of sam2.modeling (as the packaged configs do), as any other target (torch.load, "
+                                 f"numpy.savetxt, …) would run code: remove it or use a packaged config")
+            todo.append((at, v))
+
 def _instantiate_sam2(cfg, seed: int | None = None):
-    "A SAM 2 model from an OmegaConf config with a `model` node (no hydra global state)."
+    "A SAM 2 model from an OmegaConf config with a `model` node (no hydra global state); only SAM 2 classes are built."
     import hydra.utils
     from omegaconf import OmegaConf
     cfg = OmegaConf.create(OmegaConf.to_container(cfg, resolve=True))
+    check_sam2_targets(cfg)
     with torch.random.fork_rng():
         if seed is not None: torch.manual_seed(seed)
         return hydra.utils.instantiate(cfg.model, _recursive_=True).eval()
@@ -268,7 +294,7 @@ def save_micro_checkpoint(name: str, path, seed: int = 0) -> Path:
     sd = _micro(name, seed).state_dict()
     return atomic_torch_save({"model": sd} if name == "sam2" else sd, path)
 
-# %% ../nbs/01a_generators.ipynb #89f3a0cc
+# %% ../nbs/01a_generators.ipynb #f43ba403
 def _sam_builders(name):
     "model_type -> function building that architecture (random weights) for SAM or HQ-SAM."
     reg = require(name).sam_model_registry
@@ -311,6 +337,7 @@ def _sam2_cfg(config):
         if not p.is_file(): raise FileNotFoundError(f"{p}: SAM 2 config file not found")
         cfg = OmegaConf.load(p)
         if "model" not in cfg: raise ValueError(f"{p}: a SAM 2 config needs a 'model' node, as in the packaged {list(known)}")
+        check_sam2_targets(cfg, str(p))
         return cfg
     raise ValueError(f"config={config!r} is not a packaged SAM 2 config {['auto', 'micro', *known]} nor a .yaml file")
 

@@ -164,27 +164,9 @@ def _load_image(path) -> np.ndarray:
         raise ValueError(f"{path}: expected 8-bit pixels, got {img.dtype}; rescale it to uint8 first")
     return img
 
-# %% ../nbs/01b_maps.ipynb #5de7c1df
-class _Busy(Exception): pass
+# %% ../nbs/01b_maps.ipynb #be9779d4
+from .core import _Busy, _flock, _holder, worker_init  # one lock protocol for every job (core)
 
-def _flock(path: Path, shared: bool) -> int:
-    "Open and `flock` `path` without waiting; returns the fd, or raises `_Busy(holder text)`."
-    import fcntl
-    while True:
-        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
-        try: fcntl.flock(fd, (fcntl.LOCK_SH if shared else fcntl.LOCK_EX) | fcntl.LOCK_NB)
-        except BlockingIOError:
-            held = os.pread(fd, 4096, 0).decode(errors="replace").strip(); os.close(fd)
-            raise _Busy(held) from None
-        try: same = os.fstat(fd).st_ino == os.stat(path).st_ino
-        except FileNotFoundError: same = False
-        if same: return fd
-        os.close(fd)    # its last holder removed the file between our open and flock: lock the new one
-
-def _holder(text: str) -> str:
-    try: h = json.loads(text)
-    except ValueError: return "a run whose lock file holds no owner"
-    return f"pid {h.get('pid')} on {h.get('host')}, started {h.get('started')}, {h.get('run')}"
 
 def _run_lock(out_dir: Path, shard: int, num_shards: int) -> list:
     "Take the run lock(s) of `out_dir` for this shard; returns [(path, fd, unlink_at_end)]; a busy folder is an error."
@@ -284,7 +266,7 @@ def _start_manifest(out_dir: Path, mpath: Path, settings: dict, generator, shard
                 status="running", versions=dict(python=platform.python_version(), numpy=np.__version__,
                                                 torch=torch.__version__), images=entries)
 
-# %% ../nbs/01b_maps.ipynb #74885eed
+# %% ../nbs/01b_maps.ipynb #202f9f6f
 def _write_pair(stem, path, sgo, sgb, out_dir, record, t0) -> tuple:
     "Write one image's maps (SGO last: its presence marks the image done); (stem, manifest entry)."
     p_sgo, p_sgb = sgo_sgb_paths(out_dir, stem)
@@ -313,10 +295,6 @@ def _pipelined(todo: list, generator, opts: dict, out_dir: Path, record: str, re
             pending = writer.submit(_write_pair, stem, path, sgo, sgb, out_dir, record, t0)
         if pending is not None: yield pending.result()
 
-def _one_thread():
-    "Worker processes: one thread each for OpenCV and torch (N processes on N cores, not N × N threads)."
-    import cv2
-    cv2.setNumThreads(1); torch.set_num_threads(1)
 
 def _in_processes(todo: list, generator, opts: dict, out_dir: Path, record: str, workers: int, reader=None):
     "Yield (stem, entry) as `workers` processes finish images (the generator is pickled to them: CPU generators)."
@@ -324,9 +302,14 @@ def _in_processes(todo: list, generator, opts: dict, out_dir: Path, record: str,
     from concurrent.futures import ProcessPoolExecutor, as_completed
 
     from ssrs_nb import maps  # the worker processes import the job from the package (spawn: nothing is inherited)
-    with ProcessPoolExecutor(workers, mp_context=mp.get_context("spawn"), initializer=maps._one_thread) as pool:
+    with ProcessPoolExecutor(workers, mp_context=mp.get_context("spawn"), initializer=worker_init,
+                             initargs=(os.getpid(),)) as pool:   # workers die with this process
         futs = [pool.submit(maps._one_image, stem, path, generator, opts, out_dir, record, reader) for stem, path in todo]
-        for f in as_completed(futs): yield f.result()
+        try:
+            for f in as_completed(futs): yield f.result()
+        except BaseException:   # Ctrl-C or an error: stop now, not after every queued image (maps are atomic)
+            for proc in list((pool._processes or {}).values()): proc.terminate()
+            pool.shutdown(wait=False, cancel_futures=True); raise
 
 # %% ../nbs/01b_maps.ipynb #fe78f1ec
 def _reader_id(reader) -> dict:

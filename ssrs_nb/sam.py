@@ -215,7 +215,7 @@ def generate_sgo_sgb(image: np.ndarray, generator, crop: int | None = 512, overl
     if len(present) > np.iinfo(np.uint16).max: raise ValueError(f"{len(present)} objects do not fit a uint16 SGO; lower max_objects")
     return remap[lab].astype(np.uint16), sgb
 
-# %% ../nbs/01_sam.ipynb #07f21a47
+# %% ../nbs/01_sam.ipynb #0747a54f
 _MOVED = {"build_mask_generator": ("generators", "build_generator", "sam"),
           "mask_generator_from_model": ("generators", "generator_from_model", "sam"),
           "sam_generator_settings": ("generators", "generator_settings", "sam"),
@@ -230,6 +230,6 @@ def __getattr__(name):
         obj = getattr(importlib.import_module(f"ssrs_nb.{module}"), new)
         return obj if first is None else functools.partial(obj, first)
     maps = importlib.import_module("ssrs_nb.maps")
-    if name in maps.__all__ or name in ("_write_map", "_flock", "_one_image", "_one_thread", "_Busy"):
+    if name in maps.__all__ or name in ("_write_map", "_flock", "_one_image", "_Busy"):
         return getattr(maps, name)
     raise AttributeError(f"module 'ssrs_nb.sam' has no attribute {name!r}")

@@ -4,8 +4,10 @@ Each test injects one fault the way it happens to a user (SIGKILL of a real subp
 folder, a truncated or zeroed file, a full disk through RLIMIT_FSIZE) and checks what the user sees (an error naming
 the file, the value and the fix) and that nothing already made is lost.
 """
+import importlib.util
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -394,3 +396,252 @@ def test_read_only_out_dir_fails_before_data_and_model(tmp_path):
     finally:
         if os.geteuid() == 0: subprocess.run(["umount", str(ro)], check=True)
         else: ro.chmod(0o755)
+
+
+# ---------------------------------------------------------------- issue 19: reliability
+_SLOW_TRAIN = """
+    import time, torch, warnings
+    from ssrs_nb.training import TrainConfig, train
+    class Slow(torch.nn.Module):                 # a tiny network, one forward a {delay} s: the run lasts long enough
+        def __init__(self, C):
+            super().__init__(); torch.manual_seed(0); self.c = torch.nn.Conv2d(3, C, 3, padding=1)
+        def forward(self, x):
+            time.sleep({delay}); return self.c(x)
+    cfg = TrainConfig(**{cfg!r})
+    warnings.simplefilter("always")
+    m = train(cfg, model_fn=Slow)
+    print("finished", m["status"], flush=True)
+"""
+
+
+def _train_proc(vdata, out, delay=0.3, **kw):
+    from dataclasses import asdict
+    return _start(_SLOW_TRAIN.format(delay=delay, cfg=asdict(_cfg(vdata, out, **kw))))
+
+
+def _wait_lock(lock, proc):
+    _wait_for(lambda: lock.is_file() and lock.stat().st_size > 0, proc)
+
+
+def test_second_training_run_on_one_folder_refused(vdata, tmp_path):
+    from ssrs_nb.training import train
+    out = tmp_path / "run"; lock = out / ".train.lock"
+    a = _train_proc(vdata, out, iters_per_epoch=40)
+    try:
+        _wait_lock(lock, a)
+        for kw in ({}, {"overwrite": True}, {"resume": True}):   # fresh, overwrite or resume while A runs: refused
+            with pytest.raises(RuntimeError, match=rf"\.train\.lock: another training run is using {out} "
+                                                   rf"\(pid {a.pid} on .*\); this run stops"):
+                train(_cfg(vdata, out, iters_per_epoch=40, **kw), model_fn=_net)
+        _wait_for(lambda: (out / "checkpoints" / "last.pth").is_file(), a)
+    finally: _kill(a)                                                       # A is killed: its lock is stale now
+    assert lock.is_file()
+    with pytest.warns(UserWarning, match=rf"\.train\.lock: took over the lock of a run that is no longer running "
+                                         rf"\(pid {a.pid} on .*resume=True continues"):
+        m = train(_cfg(vdata, out, iters_per_epoch=40, resume=True), model_fn=lambda C: _SlowFree(C))
+    assert m["status"] == "finished" and not lock.exists()
+    assert not list((out / "checkpoints").glob(".*.tmp"))
+
+
+class _SlowFree(torch.nn.Module):
+    "The subprocess's network without the sleep (same parameters, so its checkpoint resumes)."
+    def __init__(self, C):
+        super().__init__(); torch.manual_seed(0); self.c = torch.nn.Conv2d(3, C, 3, padding=1)
+
+    def forward(self, x): return self.c(x)
+
+
+def test_two_subprocess_runs_started_together_one_refused(vdata, tmp_path):
+    out = tmp_path / "run"
+    procs = [_train_proc(vdata, out, delay=0.3, iters_per_epoch=10, overwrite=True) for _ in range(2)]   # ~3 s each
+    res = [p.communicate(timeout=300) for p in procs]
+    codes = sorted(p.returncode for p in procs)
+    assert codes[0] == 0 and codes[1] != 0, res
+    err = next(e for p, (o, e) in zip(procs, res) if p.returncode)
+    assert "another training run is using" in err and "pid " in err
+    assert not list((out / "checkpoints").glob(".*.tmp"))
+
+
+def test_keep_previous_when_previous_is_already_last(tmp_path):
+    from ssrs_nb.training import _keep_previous
+    ck = tmp_path / "checkpoints"; ck.mkdir()
+    last, prev = ck / "last.pth", ck / "previous.pth"
+    torch.save({"step": 1}, last); os.link(last, prev)      # killed between linking previous.pth and saving last.pth
+    _keep_previous(last)
+    assert sorted(p.name for p in ck.iterdir()) == ["last.pth", "previous.pth"]    # no .hardlink.tmp left (94 MB)
+    assert load_checkpoint(prev) == {"step": 1}
+
+
+def test_model_weights_as_last_checkpoint(vdata, tmp_path):
+    from ssrs_nb.training import train
+    out = tmp_path / "run"
+    train(_cfg(vdata, out), model_fn=_net)
+    last, prev = out / "checkpoints" / "last.pth", out / "checkpoints" / "previous.pth"
+    last.write_bytes((out / "model_final.pth").read_bytes())                # a valid torch file, no training state
+    step_prev = load_checkpoint(prev)["step"]
+    with pytest.warns(UserWarning, match=rf"(?s)last\.pth: a PyTorch file but not a training checkpoint \(a "
+                                         rf"OrderedDict with 4 entries, lacking 'model', 'optimizer'.*Resuming from the "
+                                         rf"checkpoint before it, .*previous\.pth \(iteration {step_prev}\)"):
+        m = train(_cfg(vdata, out, epochs=2, resume=True), model_fn=_net)
+    assert m["status"] == "finished"
+    last.write_bytes((out / "model_final.pth").read_bytes()); prev.unlink()  # and with no previous.pth to fall back to
+    with pytest.raises(ValueError, match=r"last\.pth: a PyTorch file but not a training checkpoint"):
+        train(_cfg(vdata, out, epochs=3, resume=True), model_fn=_net)
+
+
+def test_resume_with_another_model_names_the_file(vdata, tmp_path):
+    from ssrs_nb.training import train
+    out = tmp_path / "run"
+    train(_cfg(vdata, out), model_fn=_net)
+    wide = lambda C: torch.nn.Sequential(torch.nn.Conv2d(3, 16, 3, padding=1), torch.nn.ReLU(),
+                                         torch.nn.Conv2d(16, C, 3, padding=1))
+    with pytest.raises(ValueError, match=r"last\.pth: its weights do not fit this run's model \(.*size mismatch"):
+        train(_cfg(vdata, out, epochs=2, resume=True), model_fn=wide)
+
+
+def test_checkpoints_is_a_file(vdata, tmp_path):
+    from ssrs_nb.training import train
+    out = tmp_path / "run"; out.mkdir(); (out / "checkpoints").write_text("not a folder")
+    with pytest.raises(NotADirectoryError, match=r"run/checkpoints: is a file, but the run needs a folder there"):
+        train(_cfg(vdata, out), model_fn=_net)
+
+
+@pytest.mark.parametrize("kw, expect", [
+    (dict(eval_stride=128), "eval_stride=128: expected an int in 1..window=64"),
+    (dict(lr=0.0), "lr=0.0: expected a number > 0"), (dict(gamma=-1.0), "gamma=-1.0: expected a number > 0"),
+    (dict(lambda_obj=-1.0), "lambda_obj=-1.0: expected a weight >= 0"),
+    (dict(lambda_bdy=-0.1), "lambda_bdy=-0.1: expected a weight >= 0")])
+def test_bad_settings_refused_before_training(vdata, tmp_path, kw, expect):
+    from ssrs_nb.training import train
+    built = []
+    with pytest.raises(ValueError, match=re.escape(expect)):
+        train(_cfg(vdata, tmp_path / "run", **kw), model_fn=lambda C: built.append(C))
+    assert built == [] and not (tmp_path / "run").exists()
+
+
+def _jpeg_bytes():
+    import cv2
+    rng = np.random.default_rng(0)
+    ok, buf = cv2.imencode(".jpg", rng.integers(0, 255, (48, 64, 3), dtype=np.uint8).repeat(4, 0).repeat(4, 1))
+    return buf.tobytes()
+
+
+@pytest.mark.parametrize("damage", ["cut in half", "garbage mid-file"])
+def test_damaged_jpeg_refused_and_no_maps_written(tmp_path, damage):
+    b = _jpeg_bytes(); m = len(b) // 2
+    img = tmp_path / "img"; img.mkdir()
+    if damage == "cut in half": b = b[:m]
+    else: b = b[:m] + np.random.default_rng(1).integers(0, 255, 2000, dtype=np.uint8).tobytes() + b[m + 2000:]
+    (img / "bad.jpg").write_bytes(b)
+    with pytest.raises(ValueError, match=r"bad\.jpg: damaged JPEG \(libjpeg: .*\); the decoded pixels would be wrong"):
+        generate_dataset([img / "bad.jpg"], tmp_path / "sgo", SuperpixelGenerator(scale=100), crop=None, min_area=0,
+                         progress=False)
+    assert not any(p.suffix == ".png" for p in (tmp_path / "sgo").rglob("*"))
+
+
+def test_radiance_hdr_bomb_refused_before_decoding(tmp_path):
+    bomb = tmp_path / "bomb.hdr"   # a Radiance header declaring 16500² px, as a 17 MB file would; no data follows
+    bomb.write_bytes(b"#?RADIANCE\nFORMAT=32-bit_rle_rgbe\n\n-Y 16500 +X 16500\n" + bytes(4096))
+    p = _start(f"""
+        import resource
+        from ssrs_nb.core import imread
+        resource.setrlimit(resource.RLIMIT_AS, (6 << 30, 6 << 30))     # decoding 16500² floats needs more than this
+        try: imread({str(bomb)!r})
+        except ValueError as e: print("refused:", e, flush=True)
+    """)
+    out, err = p.communicate(timeout=120)
+    assert p.returncode == 0 and "refused:" in out, err[-2000:]
+    assert f"{bomb}: not an image format whose size can be checked before decoding" in out
+
+
+_PAYLOADS = {   # each would run code if instantiated; hydra's own blocklist lets the first two through
+    "numpy.savetxt": lambda f: {"_target_": "numpy.savetxt", "fname": str(f), "X": [1.0]},
+    "torch.load": lambda f: {"_target_": "torch.load", "f": str(f), "weights_only": False},
+    "through a sam2 module": lambda f: {"_target_": "sam2.modeling.sam2_utils.np.savetxt", "fname": str(f), "X": [1.0]}}
+
+
+@pytest.mark.skipif(importlib.util.find_spec("sam2") is None, reason="sam2 not installed")
+@pytest.mark.parametrize("payload", list(_PAYLOADS))
+def test_sam2_config_cannot_run_code(tmp_path, payload):
+    import yaml
+
+    from ssrs_nb.generators import build_generator, save_micro_checkpoint
+    ck = save_micro_checkpoint("sam2", tmp_path / "micro_sam2.pt")
+    pwned = tmp_path / "pwned.txt"; bad = _PAYLOADS[payload](pwned)
+    top, nested = tmp_path / "top.yaml", tmp_path / "nested.yaml"   # the payload as the model, or deep inside a valid one
+    top.write_text(yaml.safe_dump({"model": bad}))
+    nested.write_text(yaml.safe_dump({"model": {"_target_": "sam2.modeling.sam2_base.SAM2Base",
+                                                "image_encoder": {"x": [bad]}}}))
+    for cfg, key in ((top, "model._target_"), (nested, "model.image_encoder.x.0._target_")):
+        with pytest.raises(ValueError, match=rf"{re.escape(str(cfg))}: {re.escape(key)} = '.*' is not a SAM 2 model class"):
+            build_generator("sam2", checkpoint=ck, config=str(cfg), device="cpu")
+        assert not pwned.exists()
+
+
+def _children(pid):
+    out = subprocess.run(["ps", "-o", "pid=", "--ppid", str(pid)], capture_output=True, text=True).stdout
+    return [int(x) for x in out.split()]
+
+
+def _alive(pid):
+    try: os.kill(pid, 0)
+    except ProcessLookupError: return False
+    try: return Path(f"/proc/{pid}/stat").read_text().split()[2] != "Z"   # a zombie has ended
+    except OSError: return False
+
+
+_POOL_RUN = """
+    import time
+    from pathlib import Path
+    from ssrs_nb.sam import SuperpixelGenerator, generate_dataset
+    from tests.test_faults import SlowGen
+    if __name__ == "__main__":
+        ims = sorted(Path({img!r}).glob("*.png"))
+        generate_dataset(ims, {out!r}, SlowGen(scale=100), crop=None, min_area=0, workers=2, progress=False)
+        print("finished", flush=True)
+"""
+
+
+class SlowGen(SuperpixelGenerator):
+    "SuperpixelGenerator at 2 s an image (importable by spawned workers)."
+    def generate(self, img):
+        time.sleep(2.0); return super().generate(img)
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="/proc and ps --ppid")
+@pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGTERM])
+def test_pool_workers_die_with_their_parent(tmp_path, sig):
+    ims = _images(tmp_path, n=8)
+    script = tmp_path / "run.py"
+    script.write_text(textwrap.dedent(_POOL_RUN.format(img=str(ims[0].parent), out=str(tmp_path / "sgo"))))
+    p = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                         env=_env(), cwd=ROOT)
+    _wait_for(lambda: len(_children(p.pid)) >= 3, p, timeout=120)             # two workers and a resource tracker
+    time.sleep(3.0)                                                            # the workers are generating
+    kids = _children(p.pid)
+    p.send_signal(sig); p.wait(); p.stdout.close(); p.stderr.close()
+    t0 = time.monotonic()
+    while any(_alive(k) for k in kids) and time.monotonic() - t0 < 15: time.sleep(0.2)
+    left = [k for k in kids if _alive(k)]
+    for k in left: os.kill(k, signal.SIGKILL)
+    assert left == [], f"{len(left)} of {len(kids)} child processes outlived their parent by 15 s"
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="/proc and ps --ppid")
+def test_ctrl_c_stops_the_pool_within_seconds(tmp_path):
+    ims = _images(tmp_path, n=16)                                               # 16 s of work for two workers
+    # (a terminal's Ctrl-C reaches the workers too, which then fail; Jupyter's interrupt reaches only the parent)
+    script = tmp_path / "run.py"
+    script.write_text(textwrap.dedent(_POOL_RUN.format(img=str(ims[0].parent), out=str(tmp_path / "sgo"))))
+    p = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                         env=_env(), cwd=ROOT, start_new_session=True)
+    _wait_for(lambda: len(_children(p.pid)) >= 3, p, timeout=120)
+    time.sleep(3.0)
+    t0 = time.monotonic(); p.send_signal(signal.SIGINT)   # Jupyter's interrupt: SIGINT to the parent only
+    try: p.wait(timeout=60)
+    except subprocess.TimeoutExpired: _kill(p); raise
+    took = time.monotonic() - t0
+    err = p.stderr.read(); p.stdout.close(); p.stderr.close()
+    assert "KeyboardInterrupt" in err and took < 6.0, (took, err[-1500:])
+    done = len(list((tmp_path / "sgo").glob("*_sgo.png")))
+    assert done < 16                                                           # the queued images were dropped
