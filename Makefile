@@ -36,10 +36,12 @@ install: $(VENV)/.installed
 sync: install
 	BIN=$(BIN) bash tools/check_sync.sh
 
-# ruff (pyflakes, import order, pyupgrade, bugbear; settings in pyproject.toml) over the package, tests, benchmarks,
-# tools and the notebooks, and no function in ssrs_nb/ longer than 60 lines
+# ruff (pyflakes, import order, pyupgrade, bugbear, line length; settings in pyproject.toml) over the package, tests,
+# benchmarks, tools and the notebooks, mypy over the package ([tool.mypy] in pyproject.toml), and no function in
+# ssrs_nb/ longer than 60 lines
 lint: install
 	$(BIN)/ruff check .
+	$(BIN)/mypy
 	$(BIN)/python tools/func_length.py
 
 # one torch thread per process: nbdev_test runs two notebooks at once on the 2-core CI machine, and the

@@ -48,7 +48,8 @@ def unetformer_step_rate(batch=10, size=256, steps=3):
     x, y = torch.rand(batch, 3, size, size), torch.randint(0, 6, (batch, size, size))
     def step():
         main, aux = model(x)
-        loss = torch.nn.functional.cross_entropy(main, y, ignore_index=255) + 0.4 * torch.nn.functional.cross_entropy(aux, y, ignore_index=255)
+        loss = (torch.nn.functional.cross_entropy(main, y, ignore_index=255)
+                + 0.4 * torch.nn.functional.cross_entropy(aux, y, ignore_index=255))
         opt.zero_grad(); loss.backward(); opt.step()
     return batch / best_of(step, repeat=steps)
 

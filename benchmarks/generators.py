@@ -1,7 +1,8 @@
 """Cost per image of each object generator (ssrs_nb.generators) on the CPU, with random-weight micro models.
 
 Each row is one generator through the real path (checkpoint file -> build_generator -> automatic mask generator ->
-masks_to_sgo_sgb), thresholds at 0 and no NMS (box_nms_thresh=1) so that random weights give every mask. Micro models time the *pipeline* (point
+masks_to_sgo_sgb), thresholds at 0 and no NMS (box_nms_thresh=1) so that random weights give every mask.
+Micro models time the *pipeline* (point
 grid, decoder batches, NMS, records, maps), not ViT-H or Hiera-L: those need a GPU and real weights.
 SAM and HQ-SAM micro models take a 256-px input; SAM 2 keeps its 1024-px input, so its image encoder and mask
 decoder work on 16x more embedding tokens (the main cost here, as with the real models).

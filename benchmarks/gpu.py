@@ -217,7 +217,9 @@ class Bench:
         step = self.get("step/resnet18/bf16/seg+obj+bdy/fast")
         lf = self.get("losses/fast")
         if step and lf: self.row("losses/share_of_step", "fast losses / R18 bf16 fast step", 100 * lf / step, "%", "≤ 5 %")
-        else: self.row("losses/share_of_step", "fast losses / R18 bf16 fast step", None, "%", "≤ 5 %", NOT_MEASURED, "needs both rows")
+        else:
+            self.row("losses/share_of_step", "fast losses / R18 bf16 fast step", None, "%", "≤ 5 %", NOT_MEASURED,
+                     "needs both rows")
 
     # --- the sliding window -----------------------------------------------------------------------------------
     WINDOW_ROWS = ("window/bare_forward", "window/sliding", "window/sliding_whole", "window/labels", "window/labels_vs_probs",
@@ -343,7 +345,8 @@ class Bench:
         with tempfile.TemporaryDirectory() as d:
             paths = []
             for i in range(k):                          # distinct images: each tile shifted, so no two are alike
-                p = Path(d) / f"tile{i:02d}.png"; cv2.imwrite(str(p), np.roll(img, 37 * i, axis=(0, 1))[..., ::-1]); paths.append(p)
+                p = Path(d) / f"tile{i:02d}.png"
+                cv2.imwrite(str(p), np.roll(img, 37 * i, axis=(0, 1))[..., ::-1]); paths.append(p)
             one = self._wall(lambda: generate_dataset(paths, Path(d) / "one", SuperpixelGenerator(), progress=False))
             par = self._wall(lambda: generate_dataset(paths, Path(d) / "par", SuperpixelGenerator(), progress=False,
                                                       workers=cores))
@@ -363,7 +366,8 @@ class Bench:
             torch.manual_seed(0); sam, label = sam_model_registry["vit_h"]().to(self.dev).eval(), "SAM ViT-H, random weights"
         gen = mask_generator_from_model(sam, points_per_side=self.s["points_per_side"])
         t = self.clock(lambda: gen.generate(img), **reps)
-        self.row("sgo/sam_per_image", f"{label}, automatic masks (paper settings, {self.s['points_per_side']}² points), one {n}² image",
+        self.row("sgo/sam_per_image",
+                 f"{label}, automatic masks (paper settings, {self.s['points_per_side']}² points), one {n}² image",
                  t, "s", "GPU never waits")
         x = torch.rand(1, 3, sam.image_encoder.img_size, sam.image_encoder.img_size, device=self.dev)
         with torch.inference_mode(): te = self.clock(lambda: sam.image_encoder(x), n=3, warmup=1)
@@ -396,14 +400,17 @@ class Bench:
         what = f"one R18 Vaihingen run: 50×1000 steps + {ev_new} evaluations (eval_epochs, select_on='last')"
         if r: self.row("estimate/run", what, r / 60, "min", "≤ 12 min", "estimate",
                        f"evaluating every epoch: {old / 60:.1f} min{scale}")
-        else: self.row("estimate/run", what, None, "min", "≤ 12 min", NOT_MEASURED, "needs the R18 bf16 fast step and window rows")
+        else:
+            self.row("estimate/run", what, None, "min", "≤ 12 min", NOT_MEASURED, "needs the R18 bf16 fast step and window rows")
         from ssrs_nb.paper import paper_grid
         runs = paper_grid()
         ts = [run_s(rn.backbone, rn.dataset, ev_new) for rn in runs]
         what = f"the paper's grid ({len(runs)} runs: Tables I–IV, 3 seeds, R18 and Swin, both datasets)"
         if all(ts): self.row("estimate/grid", what, sum(ts) / 3600, "GPU-h", "≤ 10 GPU-h", "estimate",
                              f"Swin evaluation scaled from R18 by the step ratio{scale}")
-        else: self.row("estimate/grid", what, None, "GPU-h", "≤ 10 GPU-h", NOT_MEASURED, "needs the Swin and R18 bf16 fast step rows")
+        else:
+            self.row("estimate/grid", what, None, "GPU-h", "≤ 10 GPU-h", NOT_MEASURED,
+                     "needs the Swin and R18 bf16 fast step rows")
 
 
 # the GPU-speed table, row by row: (its words, the row key that answers it)
@@ -434,7 +441,8 @@ def show(paths) -> str:
     if not runs: return "no recorded run: every row of the GPU-speed table reads \"not measured\"\n"
     cell = lambda r, key: next(((f"{x['value']:.4g} {x['unit']}" if x["value"] is not None
                                  else "—" if x["status"].startswith("skipped") else x["status"])
-                                + (f" ({x['status']})" if x["status"] not in ("measured", NOT_MEASURED) and x["value"] is not None else "")
+                                + (f" ({x['status']})"
+                                   if x["status"] not in ("measured", NOT_MEASURED) and x["value"] is not None else "")
                                 for x in r["rows"] if x["key"] == key), NOT_MEASURED)
     goal = lambda key: next((x["goal"] for r in runs for x in r["rows"] if x["key"] == key and x["goal"]), "")
     head = [f"{r['device']}, torch {r['torch']}, {r['date'][:10]}{' (smoke sizes)' if r.get('smoke') else ''}" for r in runs]
@@ -452,7 +460,8 @@ def merge(paths, out, smoke=False) -> dict:
     are computed again from the merged rows. The header lists the runs it came from."""
     import json
     runs = [json.loads(Path(p).read_text()) for p in paths]
-    if len({r["device"] for r in runs}) != 1: raise SystemExit(f"--merge: runs on different devices: {[r['device'] for r in runs]}")
+    if len({r["device"] for r in runs}) != 1:
+        raise SystemExit(f"--merge: runs on different devices: {[r['device'] for r in runs]}")
     keys = list(dict.fromkeys(x["key"] for r in runs for x in r["rows"]))
     pick = lambda k: next((x for r in runs for x in r["rows"] if x["key"] == k and x["status"] == "measured"),
                           next(x for r in runs for x in r["rows"] if x["key"] == k))

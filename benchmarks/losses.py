@@ -33,7 +33,8 @@ def main(B=10, C=6, size=256, repeat=3, objects=(50, 256), model_steps=2):
     threads = torch.get_num_threads()
     pred = torch.randn(B, C, size, size)
     rows = []
-    print(f"# losses benchmark: B={B} C={C} {size}x{size}, torch {torch.__version__}, {threads} threads, times = best of {repeat}")
+    print(f"# losses benchmark: B={B} C={C} {size}x{size}, torch {torch.__version__}, {threads} threads, "
+          f"times = best of {repeat}")
     for K in objects:
         sgo = torch.randint(1, K + 1, (B, size, size))
         a = object_loss(pred, sgo, K).item(); b = object_loss_loop(pred, sgo, K).item()

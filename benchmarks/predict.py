@@ -70,7 +70,8 @@ def main():
         for s in args.sizes:
             scene = Path(d) / f"scene_{s}.tif"
             write_scene(scene, s)
-            cmd = [sys.executable, __file__, "--child", str(scene)] + [f"--{k.replace('_', '-')}={v}" for k, v in vars(args).items()
+            cmd = [sys.executable, __file__, "--child", str(scene)] + [f"--{k.replace('_', '-')}={v}"
+                                                                        for k, v in vars(args).items()
                                                                         if k not in ("sizes", "child")]
             out = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": str(args.threads)})
             if out.returncode: sys.exit(out.stderr)
@@ -81,7 +82,8 @@ def main():
                   f"while predicting), peak GPU {r['peak_gpu_mb']} MB, {r['seconds']} s", flush=True)
     (s0, a), (s1, b) = rows[0], rows[-1]
     print(f"ratio {s1}² / {s0}²: pixels ×{(s1 / s0) ** 2:.0f}, peak RSS ×{b['peak_rss_mb'] / a['peak_rss_mb']:.2f}, "
-          f"predicting increment +{b['peak_rss_mb'] - b['rss_after_model_mb']} MB vs +{a['peak_rss_mb'] - a['rss_after_model_mb']} MB"
+          f"predicting increment +{b['peak_rss_mb'] - b['rss_after_model_mb']} MB "
+          f"vs +{a['peak_rss_mb'] - a['rss_after_model_mb']} MB"
           + (f", peak GPU ×{b['peak_gpu_mb'] / a['peak_gpu_mb']:.2f}" if a["peak_gpu_mb"] else ""))
 
 

@@ -458,6 +458,6 @@ def check_choice(name: str, value, allowed: Iterable):
         raise ValueError(f"{name}={value!r} is not allowed; choose one of {allowed}")
     return value
 
-def get_preset(name: DatasetName) -> DatasetPreset:
-    "The `DatasetPreset` called `name` ('vaihingen' or 'loveda')."
+def get_preset(name: DatasetName | str) -> DatasetPreset:
+    "The `DatasetPreset` called `name` ('vaihingen' or 'loveda'; any other string is refused with the choices)."
     return DATASETS[check_choice("dataset", name, DATASETS)]

@@ -62,7 +62,7 @@ def png_damage(path) -> str | None:
 # %% ../nbs/01b_maps.ipynb #372b2915
 def png_text(path) -> dict:
     "The `tEXt` chunks written before a PNG's image data (keyword → text)."
-    out = {}
+    out: dict[str, str] = {}
     with open(path, "rb") as f:
         if f.read(8) != _PNG_SIG: return out
         while len(hdr := f.read(8)) == 8 and hdr[4:] not in (b"IDAT", b"IEND"):

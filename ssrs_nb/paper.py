@@ -103,7 +103,7 @@ def _config_mismatch(folder, params: dict) -> str:
         if norm(v) != norm(cfg[k]): out.append(f"{k}: {cfg[k]!r} → {v!r}")
     return "; ".join(out)
 
-def _papermill_job(train_nb: str, folder: str, params: dict, cwd: str, log_output: bool = False,
+def _papermill_job(train_nb: str, folder: str | Path, params: dict, cwd: str, log_output: bool = False,
                    env: dict | None = None) -> str:
     "Execute one run's notebook with papermill's command line in a new process (`env` added); returns its status."
     folder = Path(folder); tmp = folder / ".10_train.tmp.ipynb"; pfile = folder / ".params.json"

@@ -179,7 +179,8 @@ def test_compiled_step_under_ddp_equals_eager(tmp_path):
     r = [json.loads((tmp_path / f"rank{i}.json").read_text()) for i in range(2)]
     for ri in r:
         assert ri["compiled"]["compiled"] and not ri["eager"]["compiled"]
-        torch.testing.assert_close(torch.tensor(ri["compiled"]["curve"]), torch.tensor(ri["eager"]["curve"]), rtol=1e-5, atol=1e-5)
+        torch.testing.assert_close(torch.tensor(ri["compiled"]["curve"]), torch.tensor(ri["eager"]["curve"]),
+                                   rtol=1e-5, atol=1e-5)
         for a, b in zip(ri["compiled"]["weights"], ri["eager"]["weights"], strict=True):
             torch.testing.assert_close(torch.tensor(a), torch.tensor(b), rtol=1e-5, atol=1e-6)
     assert r[0]["eager"]["curve"][0] != r[1]["eager"]["curve"][0]                       # the processes saw other data

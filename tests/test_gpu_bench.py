@@ -33,7 +33,8 @@ def test_smoke(tmp_path):
     for k in GPU_ONLY:
         assert rows[k]["status"] == "not measured" and rows[k]["value"] is None, rows[k]
     measured = [k for k, x in rows.items() if x["status"] in ("measured", "estimate")]
-    for k in measured: assert isinstance(rows[k]["value"], float) and math.isfinite(rows[k]["value"]) and rows[k]["value"] > 0, rows[k]
+    for k in measured:
+        assert isinstance(rows[k]["value"], float) and math.isfinite(rows[k]["value"]) and rows[k]["value"] > 0, rows[k]
     # the R18 rows are all measured in the smoke run; the Swin ones are skipped there (and say so)
     for k in STEP_ROWS:
         if "resnet18" in k: assert k in measured, rows[k]

@@ -60,7 +60,8 @@ def _build_wheel(tmp: Path) -> Path:
     for f in ("setup.py", "settings.ini", "pyproject.toml", "README.md", "MANIFEST.in", "LICENSE"):
         if (ROOT / f).exists(): shutil.copy(ROOT / f, src / f)
     shutil.copytree(ROOT / "ssrs_nb", src / "ssrs_nb", ignore=shutil.ignore_patterns("__pycache__"))
-    _run([sys.executable, "-m", "pip", "wheel", "-q", "--no-cache-dir", "--no-deps", "--no-build-isolation", "-w", tmp / "dist", src])
+    _run([sys.executable, "-m", "pip", "wheel", "-q", "--no-cache-dir", "--no-deps", "--no-build-isolation",
+          "-w", tmp / "dist", src])
     (whl,) = (tmp / "dist").glob("ssrs_nb-*.whl")
     return whl
 

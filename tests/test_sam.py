@@ -1,4 +1,5 @@
-"Tests of ssrs_nb.sam that a notebook cannot hold well: a generation killed mid-run and resumed, shards, corrupt files (the rest: nbs/01_sam)."
+("Tests of ssrs_nb.sam that a notebook cannot hold well: a generation killed mid-run and resumed, shards, corrupt files "
+ "(the rest: nbs/01_sam).")
 import json
 from pathlib import Path
 
