@@ -340,7 +340,8 @@ class Bench:
         "`generate_dataset` over `sgo_tiles` images with one process per core against `workers=0`: wall-time ratio."
         import cv2
 
-        from ssrs_nb.sam import SuperpixelGenerator, generate_dataset
+        from ssrs_nb.maps import generate_dataset
+        from ssrs_nb.sam import SuperpixelGenerator
         k, cores = self.s["sgo_tiles"], self.a.workers_sgo or os.cpu_count() or 1
         with tempfile.TemporaryDirectory() as d:
             paths = []
@@ -358,13 +359,14 @@ class Bench:
                       + ("; smoke sizes: starting the processes dominates" if self.a.smoke else ""))
 
     def _sam(self, img, n, reps):
-        from ssrs_nb.sam import build_tiny_sam, mask_generator_from_model
+        from ssrs_nb.generators import generator_from_model
+        from ssrs_nb.sam import build_tiny_sam
         if self.s["sam"] == "tiny":
             sam, label = build_tiny_sam(img_size=256).to(self.dev), "tiny random SAM (build_tiny_sam)"
         else:
             from segment_anything import sam_model_registry
             torch.manual_seed(0); sam, label = sam_model_registry["vit_h"]().to(self.dev).eval(), "SAM ViT-H, random weights"
-        gen = mask_generator_from_model(sam, points_per_side=self.s["points_per_side"])
+        gen = generator_from_model("sam", sam, points_per_side=self.s["points_per_side"])
         t = self.clock(lambda: gen.generate(img), **reps)
         self.row("sgo/sam_per_image",
                  f"{label}, automatic masks (paper settings, {self.s['points_per_side']}² points), one {n}² image",

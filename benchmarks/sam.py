@@ -10,9 +10,11 @@ from pathlib import Path
 import numpy as np
 
 from ssrs_nb.core import imwrite_png
+from ssrs_nb.generators import generator_from_model
+from ssrs_nb.maps import generate_dataset
 from ssrs_nb.reference import official_sgo_sgb as naive_sgo_sgb  # the oracle the tests use
 from ssrs_nb.reference import random_disc_masks
-from ssrs_nb.sam import build_tiny_sam, generate_dataset, mask_generator_from_model, masks_to_sgo_sgb
+from ssrs_nb.sam import build_tiny_sam, masks_to_sgo_sgb
 
 
 def random_masks(n, H, W, seed=0):
@@ -44,7 +46,7 @@ def main(repeat: int = 3):
             imwrite_png(Path(d) / "x_sgb.png", sgb); imwrite_png(Path(d) / "x_sgo.png", sgo)
         t_post, _ = best(post, repeat)
         img = (np.random.default_rng(0).integers(0, 255, (32, 32, 3)).repeat(32, 0).repeat(32, 1)).astype(np.uint8)
-        gen = mask_generator_from_model(build_tiny_sam(), points_per_side=8, pred_iou_thresh=0.0,
+        gen = generator_from_model("sam", build_tiny_sam(), points_per_side=8, pred_iou_thresh=0.0,
                                         stability_score_thresh=0.0, box_nms_thresh=1.0)
         t_sam, masks = best(lambda: gen.generate(img), 1)
         rows.append((f"tiny-SAM generate 1024x1024 ({len(masks)} masks) vs post+write 100 masks", t_sam, t_post))

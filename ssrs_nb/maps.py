@@ -115,7 +115,7 @@ def check_sgb(sgb: np.ndarray, path="SGB") -> np.ndarray:
                "is it an SGO or an image saved under the SGB's name? Generate it again")
         raise ValueError(f"{path}: an SGB must hold only 0 and 255 (or 0 and 1), found {len(vals)} values "
                          f"{vals[:8].tolist()}{' …' if len(vals) > 8 else ''} ({other:,} px not 0/255); {why} with "
-                         f"ssrs_nb.sam.generate_dataset (nbs/11_generate_sgo.ipynb).")
+                         f"ssrs_nb.maps.generate_dataset (nbs/11_generate_sgo.ipynb).")
     b = sgb > 0
     frac = float(b.mean()) if b.size else 0.0
     if frac > 0.5:
@@ -129,7 +129,7 @@ def read_sgo_sgb(out_dir, stem: str, shape=None) -> tuple:
     "Read the (SGO uint16, SGB uint8) maps of `stem`; errors name the file when missing, damaged, of the wrong type, size or values."
     res = []
     for p, dt in zip(sgo_sgb_paths(out_dir, stem), (np.uint16, np.uint8)):
-        if not p.is_file(): raise FileNotFoundError(f"{p}: map not found; generate it with ssrs_nb.sam.generate_dataset "
+        if not p.is_file(): raise FileNotFoundError(f"{p}: map not found; generate it with ssrs_nb.maps.generate_dataset "
                                                     "or nbs/11_generate_sgo.ipynb")
         if p.suffix.lower() == ".png" and (why := png_damage(p)):
             raise ValueError(f"{p}: damaged map ({why}); delete it and generate it again (generate_dataset regenerates "

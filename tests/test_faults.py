@@ -22,7 +22,8 @@ import torch
 from PIL import Image
 
 from ssrs_nb.core import atomic_torch_save, imread, imwrite_png, load_checkpoint, remove_stale_temps
-from ssrs_nb.sam import SETTINGS_KEY, SuperpixelGenerator, generate_dataset, png_damage, read_sgo_sgb, sgo_sgb_paths
+from ssrs_nb.maps import SETTINGS_KEY, generate_dataset, png_damage, read_sgo_sgb, sgo_sgb_paths
+from ssrs_nb.sam import SuperpixelGenerator
 
 ROOT = Path(__file__).resolve().parent.parent
 pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals, flock and rlimits")
@@ -62,7 +63,8 @@ def _images(tmp_path, n=6, size=(48, 64)):
 _SLOW_RUN = """
     import sys, time
     from pathlib import Path
-    from ssrs_nb.sam import SuperpixelGenerator, generate_dataset
+    from ssrs_nb.sam import SuperpixelGenerator
+    from ssrs_nb.maps import generate_dataset
     class Slow(SuperpixelGenerator):           # the same ssrs_settings as SuperpixelGenerator, one image a {delay} s
         def generate(self, img):
             time.sleep({delay}); return super().generate(img)
@@ -593,7 +595,8 @@ def _alive(pid):
 _POOL_RUN = """
     import time
     from pathlib import Path
-    from ssrs_nb.sam import SuperpixelGenerator, generate_dataset
+    from ssrs_nb.sam import SuperpixelGenerator
+    from ssrs_nb.maps import generate_dataset
     from tests.test_faults import SlowGen
     if __name__ == "__main__":
         ims = sorted(Path({img!r}).glob("*.png"))

@@ -1,5 +1,5 @@
 """Tests of ssrs_nb.generators: HQ-SAM and SAM 2 (random-weight micro models built from each package's own modules)
-end to end through sam.generate_dataset (resume, sharding, manifest identity) and through the papermill entry point
+end to end through maps.generate_dataset (resume, sharding, manifest identity) and through the papermill entry point
 nbs/11_generate_sgo.ipynb. Skipped with the reason where an optional extra is not installed."""
 import hashlib
 import importlib.util
@@ -15,8 +15,8 @@ import pytest
 
 from ssrs_nb import generators as G
 from ssrs_nb.core import imwrite_png
+from ssrs_nb.maps import generate_dataset, read_sgo_sgb, sgo_sgb_paths
 from ssrs_nb.reference import official_sgo_sgb
-from ssrs_nb.sam import generate_dataset, read_sgo_sgb, sgo_sgb_paths
 
 ROOT = Path(__file__).resolve().parent.parent
 # random weights with every mask kept: the outlines of hundreds of noise masks cover most pixels, which the SGB

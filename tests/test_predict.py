@@ -135,7 +135,7 @@ def test_papermill_11_generate_sgo_on_any_raster(scene, tmp_path):
     papermill = pytest.importorskip("papermill")
     from ssrs_nb.core import imwrite_png
     from ssrs_nb.generators import build_generator
-    from ssrs_nb.sam import generate_dataset, read_sgo_sgb
+    from ssrs_nb.maps import generate_dataset, read_sgo_sgb
     img = scene["img"]
     nir = np.full(img.shape[:2] + (1,), 7, np.uint16)
     _write(tmp_path / "img" / "geo.tif" if (tmp_path / "img").mkdir() is None else None,

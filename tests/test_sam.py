@@ -7,8 +7,9 @@ import numpy as np
 import pytest
 
 from ssrs_nb.core import imread, imwrite_png
+from ssrs_nb.maps import generate_dataset, read_sgo_sgb, sgo_sgb_paths
 from ssrs_nb.reference import official_sgo_sgb as naive
-from ssrs_nb.sam import SuperpixelGenerator, generate_dataset, read_sgo_sgb, sgo_sgb_paths
+from ssrs_nb.sam import SuperpixelGenerator
 
 
 # ---------------------------------------------------------------- datasets
