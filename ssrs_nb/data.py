@@ -134,12 +134,13 @@ def read_image(path, bands=None, scale=None, max_pixels: int | None = MAX_PIXELS
     if img.dtype == np.uint8 and scale is None: return img
     return scale_to_uint8(img, *scale_limits(img, scale, path))
 
-# %% ../nbs/02_data.ipynb #a4ff2eea
+# %% ../nbs/02_data.ipynb #7e42322f
 VAIHINGEN_LAYOUT = """<root>/
   top/top_mosaic_09cm_area{N}.tif                                   image, NIR-R-G uint8
   gts_for_participants/top_mosaic_09cm_area{N}.tif                  full ground truth, RGB colours
       (or top_mosaic_09cm_area{N}.tif directly under <root>, as the official ground-truth zip unpacks)
-  gts_eroded_for_participants/top_mosaic_09cm_area{N}_noBoundary.tif   eroded ground truth (evaluation)"""
+  gts_eroded_for_participants/top_mosaic_09cm_area{N}_noBoundary.tif   eroded ground truth (evaluation)
+      (or top_mosaic_09cm_area{N}_noBoundary.tif directly under <root>)"""
 
 LOVEDA_LAYOUT = """<root>/
   Train/{scene}/images_png/{id}.png   Train/{scene}/masks_png/{id}.png   (paper train ids 1366-2521, Urban)
@@ -159,10 +160,11 @@ class Tile:
         return Path(self.image_path).stem
 
 def _vaihingen_paths(root: Path, i: int, eroded: bool):
-    name = f"top_mosaic_09cm_area{i}.tif"
-    img = root/"top"/name
-    if eroded: return img, [root/"gts_eroded_for_participants"/f"top_mosaic_09cm_area{i}_noBoundary.tif"]
-    return img, [root/"gts_for_participants"/name, root/name]
+    "The image and where its (full or eroded) ground truth may be: the official folder, then the root, as each zip unpacks."
+    img = root/"top"/f"top_mosaic_09cm_area{i}.tif"
+    folder, name = (("gts_eroded_for_participants", f"top_mosaic_09cm_area{i}_noBoundary.tif") if eroded
+                    else ("gts_for_participants", img.name))
+    return img, [root/folder/name, root/name]
 
 def _loveda_paths(root: Path, i: int, scene: str, split: str):
     parts = ("Train", "Val") if split == "train" else ("Val", "Train")
