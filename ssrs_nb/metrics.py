@@ -7,6 +7,7 @@ __all__ = ['confusion_matrix', 'segmentation_scores', 'format_header', 'format_r
 
 # %% ../nbs/05_metrics.ipynb #5a557542
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -21,6 +22,7 @@ def confusion_matrix(pred,                 # predicted class ids, any shape (Num
                     ):                     # (num_classes, num_classes) int64, rows = truth, columns = prediction
     "Confusion matrix of one tile/batch by a single `bincount`; add the results to accumulate over tiles."
     is_torch = isinstance(pred, torch.Tensor) or isinstance(target, torch.Tensor)
+    p: Any; t: Any                  # torch tensors or NumPy arrays: the same steps for both
     if is_torch:
         dev = pred.device if isinstance(pred, torch.Tensor) else target.device
         p, t = torch.as_tensor(pred, device=dev), torch.as_tensor(target, device=dev)

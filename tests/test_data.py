@@ -1,4 +1,5 @@
-"Tests of ssrs_nb.data / ssrs_nb.synthetic: generated data, and the window sampler in DataLoader worker processes (the rest: nbs/02_data)."
+"""Tests of ssrs_nb.data / ssrs_nb.synthetic: generated data, and the window sampler in DataLoader worker processes
+(the rest: nbs/02_data)."""
 import time
 
 import numpy as np

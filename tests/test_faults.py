@@ -96,7 +96,8 @@ def test_killed_run_then_other_settings_refused(tmp_path):
     made = sorted(p.name for p in out.glob("*_sgo.png")); assert 1 <= len(made) < 6
     before = {p.name: p.read_bytes() for p in out.glob("*.png")}
     # the killed run's lock is taken over (and reported); the other settings are refused, listing the difference
-    with pytest.warns(UserWarning, match=rf"\.generate\.lock: took over the lock of a run that is no longer running \(pid {proc.pid}"), \
+    took_over = rf"\.generate\.lock: took over the lock of a run that is no longer running \(pid {proc.pid}"
+    with pytest.warns(UserWarning, match=took_over), \
          pytest.raises(ValueError, match=r"(?s)manifest\.json: .* other settings.*generator\.scale: 100 → 300"):
         generate_dataset(ims, out, SuperpixelGenerator(scale=300), crop=None, min_area=0, progress=False)
     assert {p.name: p.read_bytes() for p in out.glob("*.png")} == before   # nothing touched
@@ -217,7 +218,8 @@ def test_disk_full_names_path_and_sizes_and_keeps_good_file(tmp_path):
                        text=True, env=_env(), cwd=ROOT, timeout=120)
     assert r.returncode == 0, r.stderr[-2000:]
     out = json.loads(r.stdout.strip().splitlines()[-1])
-    assert out["torch"].startswith(f"OSError: [Errno 27] {tmp_path / 'last.pth'}: could not be saved, File too large after writing"), out
+    assert out["torch"].startswith(f"OSError: [Errno 27] {tmp_path / 'last.pth'}: could not be saved, "
+                                   f"File too large after writing"), out
     assert "of the 1,000,000 bytes needed" in out["torch"] and "bytes free on" in out["torch"]
     assert "previous last.pth (if any) is unchanged" in out["torch"]
     assert f"{tmp_path / 'table.md'}: could not be saved" in out["bytes"] and "of the 300,000 bytes needed" in out["bytes"]
@@ -279,7 +281,8 @@ def _lines(h=64, w=64):
 
 def test_sgb_values_refused_inverted_warned(tmp_path):
     aa = _lines(); aa[30] = 128; aa[33] = 60                        # antialiased edges
-    with pytest.raises(ValueError, match=r"t_sgb\.png: an SGB must hold only 0 and 255 \(or 0 and 1\), found 4 values \[0, 60, 128, 255\]"):
+    with pytest.raises(ValueError,
+                       match=r"t_sgb\.png: an SGB must hold only 0 and 255 \(or 0 and 1\), found 4 values \[0, 60, 128, 255\]"):
         read_sgo_sgb(_maps(tmp_path, aa), "t")
     with warnings.catch_warnings():
         warnings.simplefilter("error")
@@ -306,7 +309,8 @@ def test_resnet34_weights_into_resnet18_refused(tmp_path, capsys):
 
     from ssrs_nb.unetformer import create_model, load_weights
     atomic_torch_save(timm.create_model("resnet34", pretrained=False).state_dict(), tmp_path / "r34.pth")
-    with pytest.raises(ValueError, match=r"r34\.pth: 96 of its 218 tensors have no place in this 'resnet18' UNetFormer.*strict=False"):
+    with pytest.raises(ValueError,
+                       match=r"r34\.pth: 96 of its 218 tensors have no place in this 'resnet18' UNetFormer.*strict=False"):
         create_model("resnet18", 6, pretrained=tmp_path / "r34.pth")
     assert "r34.pth: loaded" in capsys.readouterr().out              # the report is printed before the error
     m = create_model("resnet18", 6, pretrained=tmp_path / "r34.pth", strict=False)
@@ -360,7 +364,8 @@ def test_fresh_run_never_deletes_finished_results(vdata, tmp_path):
     before = {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()}
     assert {"metrics.json", "model_final.pth"} <= set(before)
     for resume in (False, True):
-        with pytest.raises(FileExistsError, match=r"a run already exists .*\(metrics\.json, .*model_final\.pth\).*overwrite=True"):
+        with pytest.raises(FileExistsError,
+                           match=r"a run already exists .*\(metrics\.json, .*model_final\.pth\).*overwrite=True"):
             train(_cfg(vdata, out, resume=resume), model_fn=_net)
     assert {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()} == before
     train(_cfg(vdata, out, overwrite=True), model_fn=_net)                   # overwrite=True is the way to start afresh

@@ -125,7 +125,8 @@ def test_nan_stops_with_iteration_parts_and_last_good_checkpoint(data, tmp_path)
     assert f"last good checkpoint is {ck} (iteration 4" in msg
     state = load_checkpoint(ck)
     assert state["step"] == 4 and all(torch.isfinite(v).all() for v in state["model"].values())
-    assert json.loads((tmp_path / "nan" / "metrics.json").read_text())["status"].startswith("stopped: non-finite loss at iteration 5")
+    status = json.loads((tmp_path / "nan" / "metrics.json").read_text())["status"]
+    assert status.startswith("stopped: non-finite loss at iteration 5"), status
     # the checkpoint resumes (here with a healthy network) from iteration 4
     r = train(replace(cfg, resume=True), model_fn=lambda C: NaNAt(C, at=10 ** 9))
     assert r["history"][-1]["iteration"] == 12
@@ -184,8 +185,8 @@ def test_papermill_every_parameter_overridden(data, tmp_path, monkeypatch):
                   aux_loss=True, lambda_aux=0.3, epochs=2, iters_per_epoch=3, batch_size=2, window=64, eval_stride=32,
                   milestones=[1], lr=0.02, momentum=0.8, weight_decay=1e-4, gamma=0.5, augment=False,
                   train_ids=[1, 3, 23], test_ids=[5], select_on="test", val_tiles=1, eval_every=1, eval_batch_size=8,
-                  tta=True, seed=1, device="cpu", amp="off", compile="off", num_workers=0, ckpt_every=2, log_every=1, resume=False,
-                  overwrite=True, deterministic=False, threads=1, progress=False, n_tiles=4, tile_size=96)
+                  tta=True, seed=1, device="cpu", amp="off", compile="off", num_workers=0, ckpt_every=2, log_every=1,
+                  resume=False, overwrite=True, deterministic=False, threads=1, progress=False, n_tiles=4, tile_size=96)
     nb = ROOT / "nbs" / "10_train.ipynb"
     assert sorted(params) == sorted(_param_names(nb)), "the test must override every parameter of the notebook"
     executed = tmp_path / "out.ipynb"

@@ -96,7 +96,8 @@ def wait_done(page, timeout=480):
     "After Run All: wait until no cell is queued or running, then return the prompts (`[3]:`, `[ ]:` if not run)."
     t0, quiet = time.time(), 0
     while time.time() - t0 < timeout:
-        prompts = page.evaluate("() => [...document.querySelectorAll('.jp-CodeCell .jp-InputPrompt')].map(e => e.textContent.trim())")
+        prompts = page.evaluate(
+            "() => [...document.querySelectorAll('.jp-CodeCell .jp-InputPrompt')].map(e => e.textContent.trim())")
         if prompts and all(re.search(r"\[\d+\]", p) for p in prompts): return prompts
         quiet = 0 if any("*" in p for p in prompts) else quiet + 1
         if quiet >= 10: return prompts          # 20 s with nothing running: stopped (an error) or done
