@@ -6,7 +6,8 @@
 __all__ = ['VAIHINGEN_LAYOUT', 'LOVEDA_LAYOUT', 'read_label', 'parse_scale', 'scale_limits', 'scale_to_uint8', 'read_image',
            'Tile', 'list_tiles', 'load_tile', 'iter_test_tiles', 'renumber_sgo', 'WindowDataset']
 
-# %% ../nbs/02_data.ipynb #6dc16a2f
+# %% ../nbs/02_data.ipynb #7a9693c3
+import glob
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,7 +19,7 @@ from torch.utils.data import Dataset
 from .core import IGNORE_INDEX, MAX_PIXELS, check_choice, get_preset, imread
 from .maps import read_sgo_sgb, sgo_sgb_paths
 
-# %% ../nbs/02_data.ipynb #4b87ec1e
+# %% ../nbs/02_data.ipynb #f88eb42d
 def _rgb_code(arr: np.ndarray) -> np.ndarray:
     "H×W×3 uint8 → H×W uint32 code r·2¹⁶ + g·2⁸ + b."
     a = arr.astype(np.uint32)
@@ -63,11 +64,47 @@ def _decode_loveda(arr: np.ndarray, path) -> np.ndarray:
                          f"outside 0…7; expected 0 = no-data, 1…7 = background … agriculture")
     return _LOVEDA_LUT[arr]
 
-def read_label(path, dataset: str) -> np.ndarray:
-    "Read a ground-truth file of `dataset` ('vaihingen' or 'loveda') as H×W `uint8` class ids, 255 = ignore."
-    check_choice("dataset", dataset, ("vaihingen", "loveda"))
+def _decode_colours(arr: np.ndarray, path, spec) -> np.ndarray:
+    "RGB labels of a spec with `labels: palette`: palette colour k → k, `ignore` colours → 255, any other colour refused."
+    if arr.ndim != 3 or arr.shape[2] != 3:
+        raise ValueError(f"{path}: label has shape {arr.shape}, but {spec.source} says labels: palette (H×W×3 RGB colours); "
+                         f"use labels: index for single-channel class-value labels")
+    codes = np.asarray([(r << 16) | (g << 8) | b for r, g, b in spec.palette + spec.ignore], np.uint32)
+    ids = np.asarray(list(range(spec.num_classes)) + [IGNORE_INDEX] * len(spec.ignore), np.uint8)
+    order = np.argsort(codes); codes, ids = codes[order], ids[order]
+    c = _rgb_code(arr)
+    pos = np.searchsorted(codes, c).clip(0, len(codes) - 1)
+    bad = codes[pos] != c
+    if bad.any():
+        u, n = np.unique(c[bad], return_counts=True)
+        found = ", ".join(f"({v >> 16}, {(v >> 8) & 255}, {v & 255}) on {k} px" for v, k in zip(u[:8].tolist(), n[:8].tolist()))
+        raise ValueError(f"{path}: colour(s) {found}{f' and {len(u) - 8} more' if len(u) > 8 else ''} are neither in the "
+                         f"palette nor in ignore of {spec.source}; add them to ignore (not scored) or fix the labels")
+    return ids[pos]
+
+def _decode_values(arr: np.ndarray, path, spec) -> np.ndarray:
+    "Index labels of a spec: value `values[k]` → k, `ignore` values → 255, any other value refused with its pixel count."
+    if arr.ndim != 2 or arr.dtype.kind not in "ui":
+        raise ValueError(f"{path}: label has shape {arr.shape} and dtype {arr.dtype}, but {spec.source} says labels: index "
+                         f"(a single-channel integer image); use labels: palette for RGB colour labels")
+    lut = np.full(max(int(arr.max(initial=0)), *spec.values, *spec.ignore) + 1, -1, np.int16)
+    lut[list(spec.ignore)] = IGNORE_INDEX
+    lut[list(spec.values)] = np.arange(spec.num_classes)
+    out = lut[arr]
+    if (out < 0).any():
+        u, n = np.unique(arr[out < 0], return_counts=True)
+        raise ValueError(f"{path}: label values {dict(zip(u.tolist()[:8], n.tolist()[:8]))} (value: px) are neither class "
+                         f"values {list(spec.values)} nor ignore {list(spec.ignore)} of {spec.source}; add them to ignore "
+                         f"(not scored) or fix the labels")
+    return out.astype(np.uint8)
+
+def read_label(path, dataset) -> np.ndarray:
+    "Read a ground-truth file of `dataset` ('vaihingen', 'loveda' or a spec file) as H×W `uint8` class ids, 255 = ignore."
+    spec = get_preset(dataset)
     arr = imread(path)
-    return _decode_vaihingen(arr, path) if dataset == "vaihingen" else _decode_loveda(arr, path)
+    if spec.layout == "vaihingen": return _decode_vaihingen(arr, path)
+    if spec.layout == "loveda": return _decode_loveda(arr, path)
+    return _decode_colours(arr, path, spec) if spec.labels == "palette" else _decode_values(arr, path, spec)
 
 # %% ../nbs/02_data.ipynb #96a82dda
 def parse_scale(text):
@@ -134,7 +171,7 @@ def read_image(path, bands=None, scale=None, max_pixels: int | None = MAX_PIXELS
     if img.dtype == np.uint8 and scale is None: return img
     return scale_to_uint8(img, *scale_limits(img, scale, path))
 
-# %% ../nbs/02_data.ipynb #7e42322f
+# %% ../nbs/02_data.ipynb #0e0da748
 VAIHINGEN_LAYOUT = """<root>/
   top/top_mosaic_09cm_area{N}.tif                                   image, NIR-R-G uint8
   gts_for_participants/top_mosaic_09cm_area{N}.tif                  full ground truth, RGB colours
@@ -150,7 +187,7 @@ LOVEDA_LAYOUT = """<root>/
 class Tile:
     "One image tile of `dataset` and the ground-truth file used with it."
     dataset: str
-    id: int
+    id: int | str
     image_path: Path
     label_path: Path
 
@@ -173,18 +210,21 @@ def _loveda_paths(root: Path, i: int, scene: str, split: str):
         if img.is_file(): return img, [root/p/scene/"masks_png"/f"{i}.png"]
     return root/parts[0]/scene/"images_png"/f"{i}.png", [root/parts[0]/scene/"masks_png"/f"{i}.png"]
 
-def list_tiles(dataset: str, root, split: str, ids: Sequence[int] | None = None, eroded: bool | None = None,
-               scene: str = "Urban") -> list:
-    "The tiles of `split` ('train'/'test', the paper's ids unless `ids`) under the official layout at `root`."
-    preset = get_preset(dataset)
+def _missing_error(root, what: str, missing: list, layout: str, fix: str) -> FileNotFoundError:
+    show = "\n  ".join(missing[:8]) + (f"\n  … and {len(missing) - 8} more" if len(missing) > 8 else "")
+    return FileNotFoundError(f"{root}: {len(missing)} file(s) of {what} are missing:\n  {show}\n"
+                             f"Expected layout:\n{layout}\n{fix}")
+
+def _official_tiles(dataset: str, preset, root: Path, split: str, ids, eroded, scene: str) -> list:
+    "Tiles of a preset with an official `layout` ('vaihingen' / 'loveda')."
     check_choice("split", split, ("train", "test"))
-    root = Path(root)
-    layout = VAIHINGEN_LAYOUT if dataset == "vaihingen" else LOVEDA_LAYOUT.replace("{scene}", scene)
+    vai = preset.layout == "vaihingen"
+    layout = VAIHINGEN_LAYOUT if vai else LOVEDA_LAYOUT.replace("{scene}", scene)
     if not root.is_dir():
         raise FileNotFoundError(f"{root}: {dataset} root folder not found. Expected the official layout:\n{layout}\n"
                                 f"Unpack the official archives there, or generate look-alike data with "
-                                f"make_synthetic_{dataset}(root).")
-    if dataset == "loveda":
+                                f"make_synthetic_{preset.layout}(root).")
+    if not vai:
         if eroded: raise ValueError("eroded=True: LoveDA has no eroded ground truth; use eroded=None or False")
         check_choice("scene", scene, ("Urban", "Rural"))
     else: eroded = (split == "test") if eroded is None else bool(eroded)
@@ -192,25 +232,79 @@ def list_tiles(dataset: str, root, split: str, ids: Sequence[int] | None = None,
     if not ids: raise ValueError(f"ids=[]: no tiles requested for {dataset} {split}; pass None for the paper's split")
     tiles, missing = [], []
     for i in ids:
-        img, labs = _vaihingen_paths(root, i, bool(eroded)) if dataset == "vaihingen" else _loveda_paths(root, i, scene, split)
+        img, labs = _vaihingen_paths(root, i, bool(eroded)) if vai else _loveda_paths(root, i, scene, split)
         lab = next((p for p in labs if p.is_file()), None)
         if not img.is_file(): missing.append(str(img))
         if lab is None: missing.append(" or ".join(map(str, labs)))
         if img.is_file() and lab is not None: tiles.append(Tile(dataset, i, img, lab))
     if missing:
-        show = "\n  ".join(missing[:8]) + (f"\n  … and {len(missing) - 8} more" if len(missing) > 8 else "")
-        raise FileNotFoundError(f"{root}: {len(missing)} file(s) of {dataset} {split} ids {ids[:6]}"
-                                f"{'…' if len(ids) > 6 else ''} are missing:\n  {show}\nExpected layout:\n{layout}\n"
-                                f"Pass ids= with the tiles you have (make_synthetic_* returns the ids it wrote).")
+        raise _missing_error(root, f"{dataset} {split} ids {ids[:6]}{'…' if len(ids) > 6 else ''}", missing, layout,
+                             "Pass ids= with the tiles you have (make_synthetic_* returns the ids it wrote).")
     return tiles
 
+def _spec_images(spec, sp: dict, root: Path, split: str, ids) -> list:
+    "(id, image path) of a spec split: `images` with {id} formatted per id, else a glob (ids then select file stems)."
+    if "{id}" in sp["images"]: return [(i, root/sp["images"].format(id=i)) for i in ids]
+    found = sorted(Path(p) for p in glob.glob(str(root/sp["images"])))
+    if not found:
+        raise FileNotFoundError(f"{root/sp['images']}: no image matches splits.{split}.images of {spec.source}; "
+                                f"check the pattern (relative to {root}) or pass data_root")
+    if ids is None: return [(p.stem, p) for p in found]
+    by_stem = {p.stem: p for p in found}
+    return [(str(i), by_stem.get(str(i), root/sp["images"].replace("*", str(i)))) for i in ids]
+
+def _spec_tiles(dataset: str, spec, root, split: str, ids, eroded) -> list:
+    "Tiles of a dataset spec's `split`: its `images`, and `labels` (or `eroded` for scoring) with {stem}/{id} filled in."
+    sp = spec.splits.get(split)
+    if sp is None: raise ValueError(f"{spec.source}: no split {split!r}; it has {list(spec.splits)}; add splits.{split}")
+    root = Path(spec.root if root is None else root)
+    if eroded and "eroded" not in sp:
+        raise ValueError(f"eroded=True: splits.{split} of {spec.source} has no eroded label template; add splits.{split}.eroded")
+    key = "eroded" if ("eroded" in sp if eroded is None else eroded) else "labels"
+    pairs = _spec_images(spec, sp, root, split, sp.get("ids") if ids is None else list(ids))
+    tiles, missing = [], []
+    for i, img in pairs:
+        lab = root/sp[key].format(stem=img.stem, id=i)
+        for p in (img, lab):
+            if not p.is_file(): missing.append(str(p))
+        if img.is_file() and lab.is_file(): tiles.append(Tile(dataset, i, img, lab))
+    if missing:
+        raise _missing_error(root, f"{spec.source} split {split}", missing, f"  images: {sp['images']}\n  {key}: {sp[key]}",
+                             "Fix the paths in the spec (relative to its folder, or to data_root), or pass ids=.")
+    return tiles
+
+def list_tiles(dataset, root, split: str, ids: Sequence[int | str] | None = None, eroded: bool | None = None,
+               scene: str = "Urban") -> list:
+    "The tiles of `split` ('train'/'test', the paper's ids unless `ids`) in the official layout at `root`, or of a spec's split."
+    preset = get_preset(dataset)
+    if preset.layout is None: return _spec_tiles(str(dataset), preset, root, split, ids, eroded)
+    return _official_tiles(dataset, preset, Path(root), split, ids, eroded, scene)
+
+def _crs(path: Path):
+    "The CRS of a GeoTIFF (None for other files or a TIFF without one)."
+    if Path(path).suffix.lower() not in (".tif", ".tiff"): return None
+    import warnings
+
+    import rasterio
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", rasterio.errors.NotGeoreferencedWarning)
+        with rasterio.open(path) as r: return r.crs
+
 def load_tile(tile: Tile) -> tuple:
-    "Read a tile's image (H×W×3 uint8) and label (H×W uint8, 255 = ignore), checking that their sizes agree."
-    img, lab = read_image(tile.image_path), read_label(tile.label_path, tile.dataset)
+    "Read a tile's image (H×W×3 uint8) and label (H×W uint8, 255 = ignore), checking that their sizes (and CRS) agree."
+    spec = get_preset(tile.dataset)
+    if spec.layout is not None: img = read_image(tile.image_path)       # the official layouts: 3-band 8-bit files
+    else: img = read_image(tile.image_path, bands=spec.bands or (1, 2, 3), scale=spec.scale)
+    lab = read_label(tile.label_path, tile.dataset)
     if img.shape[:2] != lab.shape:
         raise ValueError(f"{tile.label_path}: label is {lab.shape[0]}×{lab.shape[1]} but its image "
                          f"{tile.image_path} is {img.shape[0]}×{img.shape[1]}; expected equal sizes (is it the "
                          f"label of another tile or a resized copy?)")
+    if spec.layout is None:
+        ci, cl = _crs(tile.image_path), _crs(tile.label_path)
+        if ci is not None and cl is not None and ci != cl:
+            raise ValueError(f"{tile.label_path}: label CRS {cl} differs from {ci} of its image {tile.image_path}; "
+                             f"reproject the label onto the image grid (e.g. gdalwarp -t_srs and -te/-ts of the image)")
     return img, lab
 
 def iter_test_tiles(tiles: Sequence[Tile]) -> Iterator[tuple]:

@@ -282,7 +282,13 @@ def write_maps_geotiff(source, out_dir, stem: str, sgo: np.ndarray, sgb: np.ndar
     b = write_like(source, out_dir / f"{stem}_sgb.tif", np.asarray(sgb, np.uint8), description="SAM-generated boundary (255)")
     return a, b
 
-# %% ../nbs/06a_predict.ipynb #c3208a1d
+# %% ../nbs/06a_predict.ipynb #5aaf2fce
+def _dataset_arg(text: str) -> str:
+    "`--dataset`: a preset name or a dataset spec file, checked (argparse shows the reason when it is refused)."
+    try: get_preset(text)
+    except (ValueError, FileNotFoundError) as e: raise argparse.ArgumentTypeError(str(e)) from None
+    return text
+
 def _bands_arg(text):
     if text in (None, ""): return None
     try: return tuple(int(v) for v in str(text).replace(" ", "").split(","))
@@ -301,7 +307,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--backbone", default=None, help="UNetFormer backbone (default resnet18, or the run's)")
     cls = p.add_mutually_exclusive_group()
     cls.add_argument("--num-classes", type=int, default=None, help="number of classes (default: read from the weights)")
-    cls.add_argument("--dataset", default=None, choices=sorted(DATASETS), help="dataset preset: classes and palette")
+    cls.add_argument("--dataset", default=None, type=_dataset_arg,
+                     help=f"classes and palette: a preset {sorted(DATASETS)} or a YAML dataset spec file")
     p.add_argument("--bands", type=_bands_arg, default=None,
                    help="1-based bands in model order, e.g. 1,2,3 (needed unless 1 or 3 bands)")
     p.add_argument("--scale", default=None, help="scaling of non-8-bit input: MAX, LO,HI or pLO,HI (percentiles, e.g. p2,98)")

@@ -5,11 +5,11 @@
 # %% auto #0
 __all__ = ['SelectOn', 'AmpMode', 'CompileMode', 'SELECT_ON', 'AMP_MODES', 'DEMO_OVERRIDES', 'RESULT_FILES', 'RECOVERY',
            'TRAIN_STATE', 'Recipe', 'RunOptions', 'TrainConfig', 'config_fields', 'rank_batches', 'build_loss',
-           'compute_loss', 'get_rng_state', 'set_rng_state', 'RunState', 'eval_epochs', 'check_out_dir', 'lock_run_dir',
-           'setup_run', 'load_train_state', 'resume_run', 'train_step', 'save_checkpoint', 'train_epoch',
-           'evaluate_run', 'end_epoch', 'final_selection', 'train']
+           'compute_loss', 'get_rng_state', 'set_rng_state', 'RunState', 'eval_epochs', 'tiles_root', 'check_out_dir',
+           'lock_run_dir', 'setup_run', 'load_train_state', 'resume_run', 'train_step', 'save_checkpoint',
+           'train_epoch', 'evaluate_run', 'end_epoch', 'final_selection', 'train']
 
-# %% ../nbs/07_training.ipynb #c194bba5
+# %% ../nbs/07_training.ipynb #91afb790
 import contextlib
 import dataclasses
 import inspect
@@ -31,7 +31,6 @@ import torch.distributed as dist
 from torch import nn
 
 from ssrs_nb.core import (
-    DATASETS,
     DatasetName,
     DatasetPreset,
     atomic_torch_save,
@@ -50,7 +49,7 @@ from .inference import evaluate
 from .losses import BOUNDARY_VARIANTS, BoundaryVariant, LossConfig, SAMLoss
 from .unetformer import BACKBONES, create_model
 
-# %% ../nbs/07_training.ipynb #6c58aa4e
+# %% ../nbs/07_training.ipynb #a5664c15
 SelectOn = Literal["last", "val", "test"]
 AmpMode = Literal["auto", "bf16", "fp16", "off"]
 CompileMode = Literal["auto", "on", "off"]
@@ -59,8 +58,8 @@ SELECT_ON, AMP_MODES = get_args(SelectOn), get_args(AmpMode)
 @dataclass
 class Recipe:
     "What is trained: data, model, loss, optimisation, evaluation schedule, seed (compared with the checkpoint on resume)."
-    dataset: DatasetName = "vaihingen"      # a key of core.DATASETS: 'vaihingen' or 'loveda'
-    data_root: str = "data/generated/vaihingen"  # the dataset in its official layout
+    dataset: DatasetName | str = "vaihingen"  # 'vaihingen', 'loveda' (core.DATASETS) or a YAML dataset spec file
+    data_root: str = "data/generated/vaihingen"  # the dataset in its official layout (a spec: its own folder unless set)
     sgo_root: str | None = None             # folder of <stem>_sgo.png / <stem>_sgb.png (needed by use_obj / use_bdy)
     backbone: str = "resnet18"              # 'resnet18', 'swin' (or a timm model name)
     pretrained: str | None = None           # local weights file for create_model, or None (random initialisation)
@@ -117,7 +116,7 @@ class TrainConfig(RunOptions, Recipe):
     def check(self) -> "TrainConfig":
         "Raise a ValueError naming the field, the value found and what is allowed; return self."
         _check_types(self)
-        check_choice("dataset", self.dataset, DATASETS)
+        get_preset(self.dataset)                                 # a preset name or a readable spec file
         if self.backbone not in BACKBONES:
             import timm
             if not timm.models.is_model(self.backbone):
@@ -154,7 +153,7 @@ class TrainConfig(RunOptions, Recipe):
         if bad: raise ValueError(f"unknown TrainConfig field(s) {bad}; allowed: {sorted(known)}")
         return cls(**d)
 
-# %% ../nbs/07_training.ipynb #1fca2aec
+# %% ../nbs/07_training.ipynb #5d664b62
 def _field_default(f):
     return f.default if f.default is not dataclasses.MISSING else f.default_factory()
 
@@ -177,8 +176,9 @@ def _check_types(cfg) -> None:
     for n in ("milestones", "train_ids", "test_ids"):       # tuples and lists compare equal after a JSON round trip
         v = getattr(cfg, n)
         if v is None: continue
-        if not isinstance(v, (list, tuple)) or not all(isinstance(i, int) and not isinstance(i, bool) for i in v):
-            raise ValueError(f"{n}={v!r}: expected a list of ints, e.g. [1, 3, 23]")
+        ok = (int, str) if n != "milestones" else int       # tile ids: ints, or strings (a spec's file stems)
+        if not isinstance(v, (list, tuple)) or not all(isinstance(i, ok) and not isinstance(i, bool) for i in v):
+            raise ValueError(f"{n}={v!r}: expected a list of ints{' or strings' if n != 'milestones' else ''}, e.g. [1, 3, 23]")
         setattr(cfg, n, list(v))
 
 def _check_ranges(cfg) -> None:
@@ -316,7 +316,7 @@ def eval_epochs(epochs: int, milestones: Sequence[int] = (), select_on: str = "l
     if select_on != "last": return list(range(1, epochs + 1))
     return sorted({int(m) for m in milestones if 1 <= m < epochs} | {epochs})
 
-# %% ../nbs/07_training.ipynb #406ee361
+# %% ../nbs/07_training.ipynb #a169ad90
 def _dist_info():
     if dist.is_available() and dist.is_initialized(): return dist.get_rank(), dist.get_world_size(), False
     world = int(os.environ.get("WORLD_SIZE", "1"))
@@ -336,17 +336,23 @@ def _run_device(cfg: TrainConfig, world: int) -> torch.device:
     if world > 1 and torch.cuda.is_available(): return torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
     return get_device(cfg.device)
 
+def tiles_root(cfg) -> str | None:
+    "The folder `cfg`'s tiles are read from: `data_root`, except for a spec left at the default (None: the spec's folder)."
+    spec = get_preset(cfg.dataset)
+    return None if spec.layout is None and cfg.data_root == Recipe.data_root else cfg.data_root
+
 def _split_tiles(cfg: TrainConfig) -> tuple:
     "(train, val, test) tiles; with select_on='val' the last `val_tiles` training tiles are held out."
-    train_tiles = list_tiles(cfg.dataset, cfg.data_root, "train", ids=cfg.train_ids)
-    test_tiles = list_tiles(cfg.dataset, cfg.data_root, "test", ids=cfg.test_ids)
+    root = tiles_root(cfg)
+    train_tiles = list_tiles(cfg.dataset, root, "train", ids=cfg.train_ids)
+    test_tiles = list_tiles(cfg.dataset, root, "test", ids=cfg.test_ids)
     if cfg.select_on != "val": return train_tiles, [], test_tiles
     if cfg.val_tiles >= len(train_tiles):
         raise ValueError(f"val_tiles={cfg.val_tiles}: only {len(train_tiles)} training tiles in {cfg.data_root}; "
                          f"hold out fewer so at least one is left for training")
     train_tiles, val_tiles = train_tiles[:-cfg.val_tiles], train_tiles[-cfg.val_tiles:]
     if cfg.dataset == "vaihingen":                       # Vaihingen is scored on the eroded ground truth
-        val_tiles = list_tiles(cfg.dataset, cfg.data_root, "test", ids=[t.id for t in val_tiles])
+        val_tiles = list_tiles(cfg.dataset, root, "test", ids=[t.id for t in val_tiles])
     return train_tiles, val_tiles, test_tiles
 
 def _wrap_ddp(model: nn.Module, device: torch.device, world: int) -> tuple:
