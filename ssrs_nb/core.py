@@ -11,6 +11,7 @@ __all__ = ['MAX_PIXELS', 'IGNORE_INDEX', 'DatasetName', 'LabelEncoding', 'SPEC_K
 
 # %% ../nbs/00_core.ipynb #6dbd6f9d
 import contextlib
+import dataclasses
 import hashlib
 import json
 import os
@@ -18,7 +19,6 @@ import random
 import tempfile
 import time
 from collections.abc import Iterable
-import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, get_args
@@ -495,8 +495,9 @@ def _spec_splits(src, d: dict, layout) -> dict:
 
 def _spec_classes(src, d: dict) -> tuple:
     "(classes, palette, eval_classes) of a spec mapping, checked."
-    classes = d.get("classes")
-    if not (isinstance(classes, list) and classes and all(isinstance(c, str) for c in classes)) or len(set(classes)) < len(classes):
+    classes: Any = d.get("classes")
+    names = isinstance(classes, list) and bool(classes) and all(isinstance(c, str) for c in classes)
+    if not names or len(set(classes)) < len(classes):
         raise _spec_error(src, f"classes={classes!r}; expected a list of distinct class names (index order = class id)")
     pal = d.get("palette", [list(c) for c in _DEFAULT_COLOURS[:len(classes)]])
     if not isinstance(pal, list) or len(pal) != len(classes):
@@ -525,7 +526,8 @@ def _spec_labels(src, d: dict, n: int) -> tuple:
         if not (isinstance(vs, list) and all(isinstance(v, int) and not isinstance(v, bool) and 0 <= v < 65536 for v in vs)):
             raise _spec_error(src, f"{key}={vs!r}; expected a list of label values (integers 0…65535)")
     if len(values) != n or len(set(values)) < n or set(values) & set(ignore):
-        raise _spec_error(src, f"values={values} for {n} classes with ignore={ignore}; expected {n} distinct values, none ignored")
+        raise _spec_error(src, f"values={values} for {n} classes with ignore={ignore}; "
+                               f"expected {n} distinct values, none ignored")
     return labels, tuple(values), tuple(ignore)
 
 def _spec_int(src, d: dict, key: str, default):
@@ -536,16 +538,19 @@ def _spec_int(src, d: dict, key: str, default):
 
 def _spec_from_dict(d, src: Path) -> DatasetPreset:
     "A `DatasetPreset` from the mapping `d` read from the spec file `src`, every key checked."
-    if not isinstance(d, dict): raise _spec_error(src, f"found {type(d).__name__}; a dataset spec is a YAML mapping of {list(SPEC_KEYS)}")
+    if not isinstance(d, dict):
+        raise _spec_error(src, f"found {type(d).__name__}; a dataset spec is a YAML mapping of {list(SPEC_KEYS)}")
     bad = sorted(set(d) - set(SPEC_KEYS))
     if bad: raise _spec_error(src, f"unknown key(s) {bad}; allowed: {list(SPEC_KEYS)} (check the spelling)")
-    if not isinstance(d.get("name"), str) or not d["name"]: raise _spec_error(src, f"name={d.get('name')!r}; give the dataset a name")
+    if not isinstance(d.get("name"), str) or not d["name"]:
+        raise _spec_error(src, f"name={d.get('name')!r}; give the dataset a name")
     layout = d.get("layout")
     if layout is not None: check_choice(f"{src}: layout", layout, ("vaihingen", "loveda"))
     classes, pal, ev = _spec_classes(src, d)
     labels, values, ignore = _spec_labels(src, d, len(classes))
     bands = d.get("bands")
-    if bands is not None and not (isinstance(bands, list) and len(bands) == 3 and all(isinstance(b, int) and b >= 1 for b in bands)):
+    three = isinstance(bands, list) and len(bands) == 3 and all(isinstance(b, int) and b >= 1 for b in bands)
+    if bands is not None and not three:
         raise _spec_error(src, f"bands={bands!r}; expected three 1-based band numbers, e.g. bands: [3, 2, 1]")
     splits = _spec_splits(src, d, layout)
     root = src.parent / d["data_root"] if isinstance(d.get("data_root"), str) else src.parent

@@ -1,4 +1,4 @@
-"""Fault injection (issue 11): long jobs never lose, mix or silently corrupt results.
+"""Fault injection: long jobs never lose, mix or silently corrupt results.
 
 Each test injects one fault the way it happens to a user (SIGKILL of a real subprocess, a second process on the same
 folder, a truncated or zeroed file, a full disk through RLIMIT_FSIZE) and checks what the user sees (an error naming
@@ -405,7 +405,7 @@ def test_read_only_out_dir_fails_before_data_and_model(tmp_path):
         else: ro.chmod(0o755)
 
 
-# ---------------------------------------------------------------- issue 19: reliability
+# ---- run locks, checkpoints without training state, damaged and oversized images, worker lifetime
 _SLOW_TRAIN = """
     import time, torch, warnings
     from ssrs_nb.training import TrainConfig, train

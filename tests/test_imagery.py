@@ -1,4 +1,4 @@
-"""Reading imagery safely (issue 11, items 3–4): corrupt TIFFs raise, alpha is never applied, band choice and scaling
+"""Reading imagery safely: corrupt TIFFs raise, alpha is never applied, band choice and scaling
 are explicit, decompression bombs are refused. Every file is written here by tifffile or by GDAL (rasterio), and
 corrupted here; expected values are the arrays written, or worked out by hand."""
 import numpy as np
