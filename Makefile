@@ -73,7 +73,8 @@ bench: install
 	$(BIN)/nbdev_test --path nbs/90_benchmarks.ipynb --flags slow --do_print
 
 # JupyterLab on the loopback interface only, with a fresh token; LAB_PORT=0 takes a free port (LAB_PORT=8888 to
-# fix it). The Agg backend exported above is dropped so that notebooks show their figures inline.
+# fix it). The Agg backend exported above is dropped so that notebooks show their figures inline. Notebooks are saved
+# clean (nbdev's pre-save hook, on since settings.ini has jupyter_hooks = True), so `make test` passes after exploring.
 lab: install
 	@port=$$($(BIN)/python -c "import socket; s = socket.socket(); s.bind(('127.0.0.1', $(LAB_PORT))); print(s.getsockname()[1])") && \
 	token=$$($(BIN)/python -c "import secrets; print(secrets.token_hex(24))") && \
@@ -81,6 +82,7 @@ lab: install
 	echo "(open it in a browser on this machine; Ctrl-C here stops the server)" && \
 	exec env -u MPLBACKEND $(BIN)/jupyter lab --no-browser --ServerApp.ip=127.0.0.1 --ServerApp.port=$$port \
 		--ServerApp.port_retries=0 --IdentityProvider.token=$$token --ServerApp.root_dir=$(CURDIR) \
+		--ContentsManager.pre_save_hook=nbdev.clean.clean_jupyter \
 		--LabApp.default_url=/lab/tree/$(LAB_NOTEBOOK) --LabApp.news_url=None \
 		--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate $$([ "$$(id -u)" = 0 ] && echo --allow-root)
 
