@@ -65,7 +65,7 @@ readme: install
 demo: install
 	mkdir -p results/demo
 	set -o pipefail; cd nbs && ../$(BIN)/papermill 20_paper_tables.ipynb ../results/demo/20_paper_tables.ipynb \
-		-p preset demo -p out_dir ../results/demo --log-output --progress-bar 2>&1 \
+		-p preset demo -p out_dir ../results/demo --progress-bar 2>&1 \
 		| grep --line-buffered -v "Kernel is running over TCP without encryption"
 	@echo "results: results/demo/tables.md, results/demo/figures/, results/demo/20_paper_tables.ipynb"
 

@@ -6,7 +6,7 @@
 __all__ = ['MAX_PIXELS', 'IGNORE_INDEX', 'DatasetName', 'LabelEncoding', 'SPEC_KEYS', 'SPLIT_KEYS', 'SPEC_DIR', 'DATASETS',
            'set_seed', 'get_device', 'atomic_write', 'atomic_write_bytes', 'atomic_write_text', 'atomic_write_json',
            'atomic_torch_save', 'remove_stale_temps', 'hold_lock', 'worker_init', 'load_checkpoint', 'load_state_dict',
-           'state_dict_misfit', 'window_starts', 'check_pixels', 'resolve_bands', 'imread', 'imwrite_png',
+           'state_dict_misfit', 'window_starts', 'report', 'check_pixels', 'resolve_bands', 'imread', 'imwrite_png',
            'sha256_file', 'image_to_tensor', 'DatasetPreset', 'check_choice', 'load_spec', 'get_preset']
 
 # %% ../nbs/00_core.ipynb #6dbd6f9d
@@ -288,6 +288,24 @@ def window_starts(length: int, window: int, stride: int) -> np.ndarray:
     starts = np.arange(0, length - window + 1, stride, dtype=np.int64)
     if starts[-1] != length - window: starts = np.append(starts, length - window)
     return starts
+
+# %% ../nbs/00_core.ipynb #bf81f842
+def _in_kernel() -> bool:
+    "Whether stdout is a Jupyter kernel's output stream (papermill, JupyterLab), not a terminal or a capture."
+    mod = sys.modules.get("ipykernel.iostream")
+    return mod is not None and isinstance(sys.stdout, mod.OutStream)
+
+_REPORTED: list = []                                    # non-empty once report has written to the terminal
+
+def report(msg: str) -> None:
+    "Print a progress line; inside a Jupyter kernel (papermill) also to the terminal the kernel was started from."
+    print(msg, flush=True)
+    if _in_kernel() and sys.__stderr__ is not None:
+        err, first = sys.__stderr__, not _REPORTED
+        try:                        # a terminal: over papermill's bar; a log file: the first line below it
+            err.write(("\r\x1b[K" if err.isatty() else "\n" if first else "") + msg + "\n"); err.flush()
+            if first: _REPORTED.append(True)
+        except (OSError, ValueError): pass                   # a closed terminal must not stop a training run
 
 # %% ../nbs/00_core.ipynb #7e9f028c
 import cv2

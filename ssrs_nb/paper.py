@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .core import atomic_write_json, atomic_write_text, check_choice, get_preset
+from .core import atomic_write_json, atomic_write_text, check_choice, get_preset, report
 from .losses import ABLATIONS, ablation_label, ablation_name
 
 # %% ../nbs/09_paper.ipynb #01b88d71
@@ -197,8 +197,8 @@ def run_grid(runs, out_dir, common: dict | None = None, train_nb=None, cwd=None,
     plan, t_start = _plan(runs, out_dir, common), time.time()
     status = {r.key: ("skipped" if done else "todo") for r, _, _, done in plan}
     todo = [(r, f, p) for r, f, p, done in plan if not done]
-    say = lambda n, key, st, dt: progress and print(   # one line per run: readable in --log-output and CI logs alike
-        f"[{n}/{len(plan)}] {key}: {st} in {dt:.0f} s (grid {time.time() - t_start:.0f} s)", flush=True)
+    def say(n, key, st, dt):   # one line per run, in the terminal under papermill too
+        if progress: report(f"[{n}/{len(plan)}] {key}: {st} in {dt:.0f} s (grid {time.time() - t_start:.0f} s)")
     for n, (r, *_) in enumerate([x for x in plan if x[3]], 1): say(n, r.key, "skipped", 0)
     if not dry_run:
         for _, f, _ in todo: f.mkdir(parents=True, exist_ok=True)

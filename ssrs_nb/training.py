@@ -7,9 +7,9 @@ __all__ = ['SelectOn', 'AmpMode', 'CompileMode', 'SELECT_ON', 'AMP_MODES', 'DEMO
            'TRAIN_STATE', 'Recipe', 'RunOptions', 'TrainConfig', 'config_fields', 'rank_batches', 'build_loss',
            'compute_loss', 'get_rng_state', 'set_rng_state', 'RunState', 'eval_epochs', 'tiles_root', 'check_out_dir',
            'lock_run_dir', 'setup_run', 'load_train_state', 'resume_run', 'train_step', 'save_checkpoint',
-           'train_epoch', 'evaluate_run', 'end_epoch', 'final_selection', 'train']
+           'train_epoch', 'evaluate_run', 'end_epoch', 'final_selection', 'drop_spare_checkpoint', 'train']
 
-# %% ../nbs/07_training.ipynb #91afb790
+# %% ../nbs/07_training.ipynb #e2caaf4e
 import contextlib
 import dataclasses
 import inspect
@@ -41,6 +41,7 @@ from ssrs_nb.core import (
     hold_lock,
     load_checkpoint,
     remove_stale_temps,
+    report,
     set_seed,
 )
 from .data import WindowDataset, list_tiles
@@ -49,7 +50,7 @@ from .inference import evaluate
 from .losses import BOUNDARY_VARIANTS, BoundaryVariant, LossConfig, SAMLoss
 from .unetformer import BACKBONES, create_model
 
-# %% ../nbs/07_training.ipynb #a5664c15
+# %% ../nbs/07_training.ipynb #251532c9
 SelectOn = Literal["last", "val", "test"]
 AmpMode = Literal["auto", "bf16", "fp16", "off"]
 CompileMode = Literal["auto", "on", "off"]
@@ -87,7 +88,7 @@ class Recipe:
     test_ids: list | None = None
     val_tiles: int = 2                      # training tiles held out when select_on is 'val'
     select_on: SelectOn = "last"            # 'last' epoch, best on 'val', or best on 'test' (official protocol)
-    eval_every: int | None = None           # epochs between evaluations; None: milestones+last if select_on='last', else all
+    eval_every: int | None = None           # epochs between evaluations; None: milestones and last (select_on last), else all
     seed: int = 0
     amp: AmpMode = "auto"                   # 'auto' (bf16/fp16 on CUDA, off on CPU), 'bf16', 'fp16', 'off'
     deterministic: bool = False             # deterministic cuDNN / PyTorch kernels
@@ -109,6 +110,7 @@ class RunOptions:
     resume: bool = False                    # continue from out_dir/checkpoints/last.pth
     overwrite: bool = False                 # allow starting afresh over an existing run
     progress: bool = True                   # progress bars
+    keep_checkpoints: bool = False          # keep checkpoints/previous.pth once the run has finished (else removed)
 
 @dataclass
 class TrainConfig(RunOptions, Recipe):
@@ -261,7 +263,7 @@ def set_rng_state(s: dict) -> None:
     torch.set_rng_state(s["torch"])
     if s["cuda"] and torch.cuda.is_available(): torch.cuda.set_rng_state_all(s["cuda"])
 
-# %% ../nbs/07_training.ipynb #713a6c22
+# %% ../nbs/07_training.ipynb #fd4cfdce
 @dataclass
 class RunState:
     "What the steps of one run share: settings, process, data, model, optimizer, position and the metrics record."
@@ -290,7 +292,8 @@ class RunState:
     last_ckpt: tuple | None = None       # (path, step) of the last checkpoint written
     num_workers: int = 0
     callbacks: Sequence = ()                # called as f(out_dir, record) after each write of metrics.json
-    t0: float = field(default_factory=time.time)
+    t0: float = field(default_factory=time.time)  # when this process started training
+    step0: int = 0                          # rs.step at t0 (speed and time left count from there)
     meter: LossMeter | None = None          # the epoch's loss sums on the device since its start (read by _read_losses)
     meter_start: tuple = (0, 0)             # (step, batch) where the meter started
 
@@ -441,7 +444,7 @@ def setup_run(cfg: TrainConfig, model_fn: Callable[[int], nn.Module] | None = No
     return RunState(cfg, rank, world, device, amp, preset, train_tiles, val_tiles, test_tiles, ds, model, net, opt, sched,
                     scaler, step, record, num_workers=nw)
 
-# %% ../nbs/07_training.ipynb #0d7e72e0
+# %% ../nbs/07_training.ipynb #e607f0f9
 RECOVERY = ("lr", "amp", "grad_clip")   # recipe fields that may change on resume (to rescue a run), recorded
 
 TRAIN_STATE = ("model", "optimizer", "scheduler", "scaler", "epoch", "batch", "step", "sums", "nsum", "history",
@@ -498,7 +501,7 @@ def _apply_recovery(rs: RunState, changes: dict, history: list) -> None:
         rs.sched._last_lr = [g["lr"] for g in rs.opt.param_groups]
     rs.record["recovery"] = history + ([{"iteration": rs.step, "epoch": rs.epoch + 1,
                                           "changes": {k: list(v) for k, v in changes.items()}}] if changes else [])
-    if changes and rs.main: print(f"resuming with changed settings at iteration {rs.step}: {changes}")
+    if changes and rs.main: report(f"resuming with changed settings at iteration {rs.step}: {changes}")
 
 def resume_run(rs: RunState) -> bool:
     "Restore `rs` from `checkpoints/last.pth` (or `previous.pth` if it is unreadable) when `resume=True`; True if it did."
@@ -517,7 +520,7 @@ def resume_run(rs: RunState) -> bool:
     set_rng_state(rngs[rs.rank] if len(rngs) == rs.world else rngs[0])
     rs.last_ckpt = (path, rs.step)
     _apply_recovery(rs, changes, list(ck.get("recovery", [])))
-    if rs.main: print(f"resumed {path} at epoch {rs.epoch + 1}, batch {rs.batch}, iteration {rs.step}")
+    if rs.main: report(f"resumed {path} at epoch {rs.epoch + 1}, batch {rs.batch}, iteration {rs.step}")
     return True
 
 def _prepare_out_dir(rs: RunState, resumed: bool) -> None:
@@ -591,7 +594,7 @@ def save_checkpoint(rs: RunState, epoch: int, batch: int) -> None:
                           rs.ckpt_path)
     rs.last_ckpt = (rs.ckpt_path, rs.step)
 
-# %% ../nbs/07_training.ipynb #08f36a05
+# %% ../nbs/07_training.ipynb #29de8172
 def _batches(rs: RunState, epoch: int):
     "The DataLoader of the rest of `epoch` for this process (with a progress bar on process 0 if asked)."
     rs.ds.set_epoch(epoch)
@@ -604,11 +607,11 @@ def _batches(rs: RunState, epoch: int):
     return tqdm(loader, total=len(batches), desc=f"epoch {epoch + 1}/{rs.cfg.epochs}", leave=False)
 
 def _heartbeat(rs: RunState, epoch: int, parts: dict, t0: float, b0: int) -> None:
-    "One progress line (notebook, papermill --log-output, terminal alike): position, loss, speed, epoch ETA."
+    "One progress line (notebook, terminal and papermill's terminal alike): position, loss, speed, epoch ETA."
     rate = (rs.batch - b0) / max(time.time() - t0, 1e-9)
     eta = (rs.cfg.iters_per_epoch - rs.batch) / max(rate, 1e-9)
-    print(f"epoch {epoch + 1}/{rs.cfg.epochs} iteration {rs.batch}/{rs.cfg.iters_per_epoch} loss {parts['total']:.4f} "
-          f"| {rate:.2f} it/s, epoch done in {eta / 60:.1f} min", flush=True)
+    report(f"epoch {epoch + 1}/{rs.cfg.epochs} iteration {rs.batch}/{rs.cfg.iters_per_epoch} loss {parts['total']:.4f} "
+           f"| {rate:.2f} it/s, epoch done in {eta / 60:.1f} min")
 
 def train_epoch(rs: RunState, epoch: int) -> None:
     "Train the rest of `epoch` (from batch `rs.batch`), updating the position, loss sums, log and checkpoints."
@@ -651,7 +654,14 @@ def _write_metrics(rs: RunState) -> None:
     atomic_write_json(rs.out_dir / "metrics.json", rs.record)
     for cb in rs.callbacks: cb(rs.out_dir, rs.record)
 
-# %% ../nbs/07_training.ipynb #ab8949f3
+# %% ../nbs/07_training.ipynb #5cee2070
+def _time_left(rs: RunState) -> str:
+    "' | 2.1 it/s, 3.5 min left': the speed since this process started (evaluations included) and the run's time left."
+    done, dt = rs.step - rs.step0, time.time() - rs.t0
+    if done <= 0 or dt <= 0: return ""
+    left = (rs.cfg.epochs * rs.cfg.iters_per_epoch - rs.step) * dt / done
+    return f" | {done / dt:.2f} it/s, {left / 60:.1f} min left"
+
 def end_epoch(rs: RunState, epoch: int) -> dict:
     "Learning-rate step, evaluation, model selection, history, checkpoint and metrics.json at the end of `epoch`."
     cfg = rs.cfg
@@ -672,8 +682,8 @@ def end_epoch(rs: RunState, epoch: int) -> dict:
         rs.record["elapsed_s"] = time.time() - rs.t0
         _write_metrics(rs)
         ev = rec["eval"]
-        print(f"epoch {epoch + 1}/{cfg.epochs} iter {rs.step} lr {lr:.2e} loss {rec['train'].get('total', float('nan')):.4f}"
-              + (f" | {ev['split']} mF1 {ev['mf1']:.4f} mIoU {ev['miou']:.4f}" if ev else ""))
+        report(f"epoch {epoch + 1}/{cfg.epochs} iter {rs.step} lr {lr:.2e} loss {rec['train'].get('total', float('nan')):.4f}"
+               + (f" | {ev['split']} mF1 {ev['mf1']:.4f} mIoU {ev['miou']:.4f}" if ev else "") + _time_left(rs))
     return rec
 
 # %% ../nbs/07_training.ipynb #6845b6ed
@@ -692,7 +702,17 @@ def final_selection(rs: RunState) -> dict:
     return {"selection": f"best validation mIoU (val tiles {rs.record['val_tiles']})", "epoch": best["epoch"],
             "split": "test", "weights": "model_best.pth", "scores": evaluate_run(rs, rs.test_tiles, "test")}
 
-# %% ../nbs/07_training.ipynb #7b40ddc0
+# %% ../nbs/07_training.ipynb #830f1b5b
+def drop_spare_checkpoint(rs: RunState) -> None:
+    "After a finished run: remove `checkpoints/previous.pth`, the spare kept in case `last.pth` was damaged."
+    prev = rs.ckpt_path.with_name("previous.pth")
+    if not prev.is_file(): return
+    size = prev.stat().st_size
+    prev.unlink()
+    report(f"removed {prev} ({size / 1e6:.0f} MB): the run finished, and model_final.pth and last.pth hold what "
+           f"evaluating or resuming need (keep_checkpoints=True keeps it)")
+
+# %% ../nbs/07_training.ipynb #85af9753
 @contextlib.contextmanager
 def _global_settings():
     "Restore the torch-wide settings a run may change: CPU threads, cuDNN flags, deterministic algorithms."
@@ -714,13 +734,14 @@ def train(config: TrainConfig | dict, model_fn: Callable[[int], nn.Module] | Non
             rs = setup_run(cfg, model_fn, rank, world)
             rs.callbacks = list(callbacks)
             _prepare_out_dir(rs, resume_run(rs))
-            rs.t0 = time.time()
+            rs.t0, rs.step0 = time.time(), rs.step
             for epoch in range(rs.epoch, cfg.epochs):
                 train_epoch(rs, epoch)
                 end_epoch(rs, epoch)
             if rs.main: atomic_torch_save(rs.net.state_dict(), rs.out_dir / "model_final.pth")
             rs.record.update(final=final_selection(rs), status="finished", elapsed_s=time.time() - rs.t0)
             if rs.main: _write_metrics(rs)
+            if rs.main and not cfg.keep_checkpoints: drop_spare_checkpoint(rs)
             return rs.record
     finally:
         if own_pg: dist.destroy_process_group()

@@ -360,7 +360,7 @@ def test_fresh_run_never_deletes_finished_results(vdata, tmp_path):
     from ssrs_nb.training import train
     out = tmp_path / "run"
     train(_cfg(vdata, out), model_fn=_net)
-    for f in ("last.pth", "previous.pth"): (out / "checkpoints" / f).unlink()   # big checkpoints deleted to save space
+    for f in ("last.pth", "previous.pth"): (out / "checkpoints" / f).unlink(missing_ok=True)   # big checkpoints deleted
     before = {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()}
     assert {"metrics.json", "model_final.pth"} <= set(before)
     for resume in (False, True):
@@ -374,7 +374,7 @@ def test_fresh_run_never_deletes_finished_results(vdata, tmp_path):
 def test_unreadable_last_checkpoint_falls_back_to_previous(vdata, tmp_path, capsys):
     from ssrs_nb.training import train
     out = tmp_path / "run"
-    train(_cfg(vdata, out), model_fn=_net)
+    train(_cfg(vdata, out, keep_checkpoints=True), model_fn=_net)                 # the spare checkpoint kept
     last, prev = out / "checkpoints" / "last.pth", out / "checkpoints" / "previous.pth"
     step_prev = load_checkpoint(prev)["step"]
     assert 1 <= step_prev <= load_checkpoint(last)["step"] == 2
@@ -482,14 +482,14 @@ def test_keep_previous_when_previous_is_already_last(tmp_path):
 def test_model_weights_as_last_checkpoint(vdata, tmp_path):
     from ssrs_nb.training import train
     out = tmp_path / "run"
-    train(_cfg(vdata, out), model_fn=_net)
+    train(_cfg(vdata, out, keep_checkpoints=True), model_fn=_net)                 # the spare checkpoint kept
     last, prev = out / "checkpoints" / "last.pth", out / "checkpoints" / "previous.pth"
     last.write_bytes((out / "model_final.pth").read_bytes())                # a valid torch file, no training state
     step_prev = load_checkpoint(prev)["step"]
     with pytest.warns(UserWarning, match=rf"(?s)last\.pth: a PyTorch file but not a training checkpoint \(a "
                                          rf"OrderedDict with 4 entries, lacking 'model', 'optimizer'.*Resuming from the "
                                          rf"checkpoint before it, .*previous\.pth \(iteration {step_prev}\)"):
-        m = train(_cfg(vdata, out, epochs=2, resume=True), model_fn=_net)
+        m = train(_cfg(vdata, out, epochs=2, resume=True, keep_checkpoints=True), model_fn=_net)
     assert m["status"] == "finished"
     last.write_bytes((out / "model_final.pth").read_bytes()); prev.unlink()  # and with no previous.pth to fall back to
     with pytest.raises(ValueError, match=r"last\.pth: a PyTorch file but not a training checkpoint"):

@@ -2,6 +2,7 @@
 metrics.json files of its runs, its figures opened, and a second run that must reuse every finished run."""
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -22,6 +23,9 @@ def _papermill(out_nb, out_dir):
            "-p", "out_dir", str(out_dir), "-p", "seeds", "2"]
     r = subprocess.run(cmd, cwd=ROOT / "nbs", env=env, capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, r.stderr[-3000:]
+    # progress reaches the terminal without --log-output: a line per grid run and per epoch of each 10_train run
+    assert re.search(r"^\[\d+/\d+\] vaihingen/resnet18/seg/seed0: (done|skipped)", r.stderr, re.M), r.stderr[-2000:]
+    if "done" in r.stderr: assert re.search(r"^epoch 1/\d+ iter \d+ lr .* loss .* it/s, .* min left$", r.stderr, re.M)
     return json.loads(Path(out_nb).read_text())
 
 

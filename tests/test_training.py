@@ -186,13 +186,15 @@ def test_papermill_every_parameter_overridden(data, tmp_path, monkeypatch):
                   milestones=[1], lr=0.02, momentum=0.8, weight_decay=1e-4, gamma=0.5, augment=False,
                   train_ids=[1, 3, 23], test_ids=[5], select_on="test", val_tiles=1, eval_every=1, eval_batch_size=8,
                   tta=True, seed=1, device="cpu", amp="off", compile="off", num_workers=0, ckpt_every=2, log_every=1,
-                  resume=False, overwrite=True, deterministic=False, threads=1, progress=False, n_tiles=4, tile_size=96)
+                  resume=False, overwrite=True, deterministic=False, threads=1, progress=False, keep_checkpoints=True,
+                  n_tiles=4, tile_size=96)
     nb = ROOT / "nbs" / "10_train.ipynb"
     assert sorted(params) == sorted(_param_names(nb)), "the test must override every parameter of the notebook"
     executed = tmp_path / "out.ipynb"
     papermill.execute_notebook(str(nb), str(executed), parameters=params, kernel_name="python3", cwd=str(tmp_path),
                                progress_bar=False)
-    for f in ("metrics.json", "curves.png", "model_final.pth", "model_best.pth", "checkpoints/last.pth"):
+    for f in ("metrics.json", "curves.png", "model_final.pth", "model_best.pth", "checkpoints/last.pth",
+              "checkpoints/previous.pth"):                       # keep_checkpoints=True kept the spare checkpoint
         assert (out / f).is_file(), f
     m = json.loads((out / "metrics.json").read_text())
     c = m["config"]
