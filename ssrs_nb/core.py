@@ -4,14 +4,16 @@
 
 # %% auto #0
 __all__ = ['MAX_PIXELS', 'IGNORE_INDEX', 'DatasetName', 'LabelEncoding', 'SPEC_KEYS', 'SPLIT_KEYS', 'SPEC_DIR', 'DATASETS',
-           'set_seed', 'get_device', 'atomic_write', 'atomic_write_bytes', 'atomic_write_text', 'atomic_write_json',
-           'atomic_torch_save', 'remove_stale_temps', 'hold_lock', 'worker_init', 'load_checkpoint', 'load_state_dict',
-           'state_dict_misfit', 'window_starts', 'report', 'check_pixels', 'resolve_bands', 'imread', 'imwrite_png',
-           'sha256_file', 'image_to_tensor', 'DatasetPreset', 'check_choice', 'load_spec', 'get_preset']
+           'QUARTO_LINK', 'set_seed', 'get_device', 'atomic_write', 'atomic_write_bytes', 'atomic_write_text',
+           'atomic_write_json', 'atomic_torch_save', 'remove_stale_temps', 'hold_lock', 'worker_init',
+           'load_checkpoint', 'load_state_dict', 'state_dict_misfit', 'window_starts', 'report', 'check_pixels',
+           'resolve_bands', 'imread', 'imwrite_png', 'sha256_file', 'image_to_tensor', 'DatasetPreset', 'check_choice',
+           'load_spec', 'get_preset']
 
-# %% ../nbs/00_core.ipynb #6dbd6f9d
+# %% ../nbs/00_core.ipynb #08ffb125
 import contextlib
 import dataclasses
+import functools
 import hashlib
 import json
 import os
@@ -605,3 +607,19 @@ def get_preset(name) -> DatasetPreset:
     if isinstance(name, (str, os.PathLike)) and str(name).lower().endswith((".yaml", ".yml")): return load_spec(name)
     raise ValueError(f"dataset={name!r} is not allowed; choose one of {list(DATASETS)} or a YAML dataset spec file "
                      f"(a path ending .yaml, format: nbs/02b_specs.ipynb)")
+
+# %% ../nbs/00_core.ipynb #1824ffc8
+QUARTO_LINK = re.compile(r'\]\(([^)\s]*)\)\{target="_blank"[^}]*\}')   # a link's Quarto attributes
+
+@functools.cache
+def _doc_renderer() -> type:
+    from nbdev.showdoc import BasicMarkdownRenderer
+
+    class DocRenderer(BasicMarkdownRenderer):
+        "`show_doc`'s Markdown with the source link in plain Markdown (JupyterLab shows Quarto's `{target=…}` as text)."
+        def _repr_markdown_(self) -> str: return QUARTO_LINK.sub(r"](\1)", super()._repr_markdown_())
+    return DocRenderer
+
+def __getattr__(name: str):
+    if name == "DocRenderer": return _doc_renderer()        # settings.ini: renderer = ssrs_nb.core.DocRenderer
+    raise AttributeError(f"module 'ssrs_nb.core' has no attribute {name!r}")
