@@ -167,7 +167,7 @@ def write_like(source, path, array: np.ndarray, nodata=None, colormap=None, desc
             if description: dst.set_band_description(1, description)
     return Path(path)
 
-# %% ../nbs/06a_predict.ipynb #79189e11
+# %% ../nbs/06a_predict.ipynb #bd702e16
 def _check_predict_args(input, output, probabilities, num_classes, window, stride, batch_size, block):
     sizes = (("window", window), ("stride", stride), ("batch_size", batch_size), ("block", block), ("num_classes", num_classes))
     for n, v in sizes:
@@ -208,11 +208,13 @@ def _predict_block(model, src, bands, lo, hi, blk, num_classes, window, stride, 
     from rasterio.windows import Window
     y0, y1, x0, x1 = blk
     (r0, r1), (c0, c1) = block_span(y0, y1, src.height, window, stride), block_span(x0, x1, src.width, window, stride)
-    img = scale_to_uint8(_read_hwc(src, bands, Window(c0, r0, c1 - c0, r1 - r0)), lo, hi)
+    raw = _read_hwc(src, bands, Window(c0, r0, c1 - c0, r1 - r0))
+    img = scale_to_uint8(raw, lo, hi)
     out = sliding_window_predict(model, img, num_classes, window=window, stride=stride, batch_size=batch_size, amp=amp,
                                  output="probs" if probs else "labels")[..., y0 - r0:y1 - r0, x0 - c0:x1 - c0]
     core = Window(x0, y0, x1 - x0, y1 - y0)
     nodata = (src.read_masks(list(bands), window=core) == 0).all(0)
+    if raw.dtype.kind == "f": nodata |= ~np.isfinite(raw[y0 - r0:y1 - r0, x0 - c0:x1 - c0]).all(-1)   # NaN/inf: nodata
     lab = np.ascontiguousarray((out.argmax(0).to(torch.uint8) if probs else out).numpy())   # labels: a view of the block
     lab[nodata] = 255
     return lab, (out if probs else None), nodata, core

@@ -155,3 +155,14 @@ def test_papermill_11_generate_sgo_on_any_raster(scene, tmp_path):
         with rasterio.open(out / f"geo_{name}.tif") as t:
             assert t.crs.to_string() == "EPSG:32632" and t.transform == TRANSFORM
             np.testing.assert_array_equal(t.read(1), want)
+
+
+def test_nan_pixels_are_nodata(scene):
+    "A float32 scene with NaN pixels and no nodata tag: 255 exactly there, classes elsewhere (the installed command)."
+    d = scene["dir"]
+    f = (scene["img"] / 255).astype(np.float32); f[40:52, 30:70, 2] = np.nan
+    r = _cli(_write(d / "nan.tif", f), d / "onan.tif", "--weights", d / "w.pth", "--window", 64, "--scale", "p1,99",
+             "--device", "cpu", "--quiet")
+    assert r.returncode == 0, r.stderr
+    with rasterio.open(d / "onan.tif") as o: lab = o.read(1)
+    np.testing.assert_array_equal(lab == 255, np.isnan(f).any(-1))

@@ -13,7 +13,9 @@ loopback interface, autosave is off so the notebooks on disk are not touched), t
 2. adds a cell with `%matplotlib widget` (ipympl) and the viewer, hovers over the image and checks that the read-out
    follows the mouse;
 3. opens nbs/03_losses.ipynb and checks that "Details that matter for reproducing the paper" renders as a list
-   with code spans and typeset formulas (no literal backticks, no `\\,`);
+   with code spans and typeset formulas (no literal backticks, no `\\,`), that its API docs (`show_doc`) show
+   plain source links (no Quarto `{target=…}` text), and that saving it with Ctrl+S leaves the file unchanged
+   (nbdev's pre-save hook, as under `make lab`);
 4. opens nbs/90_benchmarks.ipynb and checks that the GPU-speed issue's table (drawn from benchmarks/results/) renders
    as a table with a row per issue row and the recorded machines in its header.
 
@@ -57,6 +59,7 @@ def start_lab(port, token, tmp: Path) -> subprocess.Popen:
     env.update(JUPYTER_RUNTIME_DIR=str(tmp / "runtime"), OMP_NUM_THREADS="1")
     cmd = [str(jupyter), "lab", "--no-browser", "--ServerApp.ip=127.0.0.1", f"--ServerApp.port={port}",
            "--ServerApp.port_retries=0", f"--IdentityProvider.token={token}", f"--ServerApp.root_dir={ROOT}",
+           "--ContentsManager.pre_save_hook=nbdev.clean.clean_jupyter",      # as `make lab`: notebooks saved clean
            f"--LabApp.user_settings_dir={tmp / 'settings'}", f"--LabApp.workspaces_dir={tmp / 'workspaces'}",
            "--LabApp.news_url=None", "--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate"]
     if os.geteuid() == 0: cmd.append("--allow-root")   # containers
@@ -207,6 +210,7 @@ def run_checks(page, base, token, out, shot):
     ybox = cell.locator(".widget-inline-hbox", has_text="y").locator("input").first
     ybox.fill("100"); ybox.press("Enter"); page.wait_for_timeout(1000)
     check("typed y reaches the read-out", "y=100" in v["readout"].text_content(), v["readout"].text_content())
+    shot(cell, "08_viz_viewer_6_typed_y100.png")   # look: a white + with a black rim marks (y=100, x)
     # Fig. 3 panel (the fig3_panel cell's output)
     f3 = page.locator(".jp-CodeCell", has_text="fig3_panel([(samples[0][0]").locator(".jp-OutputArea-output img")
     if f3.count():
@@ -230,7 +234,11 @@ def run_checks(page, base, token, out, shot):
         page.mouse.move(cb["x"] + cb["width"] * 0.3, cb["y"] + cb["height"] * 0.6); page.wait_for_timeout(1500)
         r1 = readout.text_content()
         check("hover moves the read-out (ipympl)", r1 != r0 and "y=0, x=0" not in r1, f"{r0!r} -> {r1!r}")
-        shot(cell2, "08_viz_viewer_5_ipympl_hover.png")
+        shot(cell2, "08_viz_viewer_5_ipympl_hover.png")   # look: the + under the pointer's position
+        page.mouse.move(cb["x"] + cb["width"] + 300, cb["y"] - 40); page.wait_for_timeout(1500)
+        r2 = readout.text_content()
+        check("leaving the image clears the read-out (ipympl)", "pointer outside the image" in r2, repr(r2))
+        shot(cell2, "08_viz_viewer_7_ipympl_left.png")
     except Exception as e:   # report, keep going
         check("ipympl viewer shown", False, repr(e)[:300]); shot(cell2, "08_viz_viewer_5_ipympl_error.png")
 
@@ -239,7 +247,7 @@ def run_checks(page, base, token, out, shot):
     md = page.locator(".jp-MarkdownCell", has_text="Details that matter for reproducing the paper").first
     md.scroll_into_view_if_needed(); page.wait_for_timeout(3000)   # MathJax typesets lazily
     items = md.locator(".jp-RenderedMarkdown li")
-    check("03_losses details: a list of 4 items", items.count() == 4, f"{items.count()} <li>")
+    check("03_losses details: a list of 5 items", items.count() == 5, f"{items.count()} <li>")
     text = md.locator(".jp-RenderedMarkdown").text_content()
     check("03_losses details: no literal backticks", "`" not in text)
     check("03_losses details: code spans", md.locator(".jp-RenderedMarkdown li code").count() >= 5)
@@ -247,6 +255,23 @@ def run_checks(page, base, token, out, shot):
           f"{md.locator('mjx-container').count()} formulas")
     check("03_losses details: no raw \\,", "\\," not in text)
     shot(md, "03_losses_details.png")
+    # API docs (show_doc): plain source links, no Quarto attribute text
+    outs = " ".join(page.locator(".jp-OutputArea-output").all_text_contents())
+    check("03_losses API docs: no raw {target=...} text", "{target=" not in outs and "float:right" not in outs)
+    links = page.locator(".jp-OutputArea-output a", has_text=re.compile("^source$"))
+    check("03_losses API docs: a source link per show_doc", links.count() >= 4, f"{links.count()} links")
+    if links.count():
+        doc = page.locator(".jp-CodeCell", has_text="show_doc(object_loss)").first
+        doc.scroll_into_view_if_needed(); shot(doc, "03_losses_show_doc.png")
+    # saving in JupyterLab (Ctrl+S, after it added its metadata on opening) leaves the file as nbdev_clean wrote it
+    nb_file = ROOT / "nbs" / "03_losses.ipynb"
+    before = nb_file.read_bytes()
+    page.locator(".jp-Notebook").first.click(position={"x": 5, "y": 5}); page.keyboard.press("Control+s")
+    page.wait_for_timeout(3000)
+    after = nb_file.read_bytes()
+    check("03_losses saved from JupyterLab: the file is unchanged (nbdev's pre-save hook)", after == before,
+          f"{len(before)} -> {len(after)} bytes")
+    if after != before: nb_file.write_bytes(before)   # put the committed notebook back
 
     # 4. 90_benchmarks: the GPU-speed issue's table, drawn from benchmarks/results/ (its stored output, as opened)
     open_notebook(page, base, token, "nbs/90_benchmarks.ipynb")
@@ -259,7 +284,9 @@ def run_checks(page, base, token, out, shot):
         check("90_benchmarks GPU table: one row per issue row", rows >= 16, f"{rows} rows")
         head = table.locator("thead").text_content()
         check("90_benchmarks GPU table: the machines in the header", "CPU" in head, head[:200])
-    check("90_benchmarks: says no GPU run is recorded", "none: the GPU rows are not measured" in cell.text_content())
+    outs = " ".join(cell.locator(".jp-OutputArea-output").all_text_contents())
+    check("90_benchmarks: names the GPU runs recorded", re.search(r"GPU runs recorded: (\[.+\]|none)", outs) is not None,
+          outs[:120])
     shot(cell, "90_benchmarks_gpu_table.png")
 
 if __name__ == "__main__":
