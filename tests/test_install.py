@@ -132,14 +132,17 @@ def test_clean_install(tmp_path):
           f"{time.time() - t0:.0f} s")
 
 # ---------------------------------------------------------------------------------------------------------------
-def _imports(pkg: Path) -> dict:
-    "Top-level module -> files importing it, over every `import` in the package (functions included)."
+def _imported_names(node) -> list:
+    return ([a.name.split(".")[0] for a in node.names] if isinstance(node, ast.Import) else
+            [node.module.split(".")[0]] if isinstance(node, ast.ImportFrom) and node.level == 0 and node.module else [])
+
+def _imports(pkg: Path, top_level_only=False) -> dict:
+    "Top-level module -> files importing it, over every `import` in the package (functions included unless `top_level_only`)."
     out = {}
     for f in sorted(pkg.glob("*.py")):
-        for node in ast.walk(ast.parse(f.read_text(), str(f))):
-            names = ([a.name for a in node.names] if isinstance(node, ast.Import) else
-                     [node.module] if isinstance(node, ast.ImportFrom) and node.level == 0 and node.module else [])
-            for n in names: out.setdefault(n.split(".")[0], set()).add(f.name)
+        tree = ast.parse(f.read_text(), str(f))
+        for node in (tree.body if top_level_only else ast.walk(tree)):
+            for n in _imported_names(node): out.setdefault(n, set()).add(f.name)
     return out
 
 def _declared(key="requirements") -> list:
@@ -155,11 +158,18 @@ def test_requirements_match_imports():
                 if m not in sys.stdlib_module_names and m != "ssrs_nb" and m != "__future__"}
     declared = {canonicalize_name(r.name): r for r in _declared()}
     optional = {canonicalize_name(r.name) for r in _declared("extra_")}   # imported lazily, by the generators
+    # development tools (nbdev's show_doc renderer in core) may be imported inside a function, never when ssrs_nb loads
+    dev = {canonicalize_name(r.name) for r in _declared("dev_requirements")}
+    top = _imports(ROOT / "ssrs_nb", top_level_only=True)
     providers = md.packages_distributions()
     problems, used = [], set()
     for mod, files in sorted(imported.items()):
         dists = {canonicalize_name(d) for d in providers.get(mod, [])} or {canonicalize_name(mod)}   # not installed
         if dists & optional: continue
+        if dists & dev and not dists & set(declared):
+            if mod in top: problems.append(f"{sorted(top[mod])} import the development tool {mod!r} when loaded: import "
+                                           f"it inside the function that needs it (a plain install lacks it)")
+            continue
         if not dists & set(declared):
             problems.append(f"{sorted(files)} import {mod!r} (from {sorted(dists)}), which is not in settings.ini requirements")
         used |= dists & set(declared)
