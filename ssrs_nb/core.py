@@ -4,11 +4,11 @@
 
 # %% auto #0
 __all__ = ['MAX_PIXELS', 'IGNORE_INDEX', 'DatasetName', 'LabelEncoding', 'SPEC_KEYS', 'SPLIT_KEYS', 'SPEC_DIR', 'DATASETS',
-           'QUARTO_LINK', 'set_seed', 'get_device', 'atomic_write', 'atomic_write_bytes', 'atomic_write_text',
-           'atomic_write_json', 'atomic_torch_save', 'remove_stale_temps', 'hold_lock', 'worker_init',
-           'load_checkpoint', 'load_state_dict', 'state_dict_misfit', 'window_starts', 'report', 'check_pixels',
-           'resolve_bands', 'imread', 'imwrite_png', 'sha256_file', 'image_to_tensor', 'DatasetPreset', 'check_choice',
-           'load_spec', 'get_preset']
+           'QUARTO_LINK', 'set_seed', 'get_device', 'temp_beside', 'atomic_write', 'atomic_write_bytes',
+           'atomic_write_text', 'atomic_write_json', 'atomic_torch_save', 'remove_stale_temps', 'hold_lock',
+           'worker_init', 'load_checkpoint', 'load_state_dict', 'state_dict_misfit', 'window_starts', 'report',
+           'check_pixels', 'resolve_bands', 'imread', 'imwrite_png', 'sha256_file', 'image_to_tensor', 'DatasetPreset',
+           'check_choice', 'load_spec', 'get_preset']
 
 # %% ../nbs/00_core.ipynb #08ffb125
 import contextlib
@@ -55,7 +55,7 @@ def get_device(device: str | torch.device | None = None) -> torch.device:
         raise ValueError(f"device={device!r}: MPS is not available on this machine; use device='cpu' or 'auto'")
     return dev
 
-# %% ../nbs/00_core.ipynb #b47baca0
+# %% ../nbs/00_core.ipynb #df114098
 import errno
 import re
 import shutil
@@ -87,14 +87,20 @@ def _space_error(path: Path, err: OSError, written: int, needed: int | None) -> 
                    f"{need}; {free:,} bytes free on {path.parent}. {why[0].upper() + why[1:]}. The previous "
                    f"{path.name} (if any) is unchanged and the partial temporary file was removed.")
 
+def temp_beside(path: str | os.PathLike, ext: str = "") -> tuple:
+    "A new temporary file `.NAME.PID.XXXXXXXX.tmp[ext]` in `path`'s folder (`remove_stale_temps` knows the name): (fd, path)."
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.{os.getpid()}.", suffix=".tmp" + ext)
+    umask = os.umask(0); os.umask(umask)
+    os.chmod(tmp, 0o666 & ~umask)   # mkstemp makes 0600 files; give the result the permissions open() would
+    return fd, tmp
+
 @contextlib.contextmanager
 def atomic_write(path: str | os.PathLike, mode: str = "wb", size_hint: int | None = None):
     "Context manager yielding a file object whose contents replace `path` only if the block finishes without error."
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.{os.getpid()}.", suffix=".tmp")
-    umask = os.umask(0); os.umask(umask)
-    os.chmod(tmp, 0o666 & ~umask)   # mkstemp makes 0600 files; give the result the permissions open() would
+    fd, tmp = temp_beside(path)
     cf = None
     try:
         with os.fdopen(fd, mode) as f:
@@ -142,7 +148,7 @@ def atomic_torch_save(obj: Any, path) -> Path:
     with atomic_write(path, "wb", size_hint=_tensor_bytes(obj) or None) as f: torch.save(obj, f)
     return Path(path)
 
-_TEMP_RE = re.compile(r"^\.(?P<name>.+?)\.(?:(?P<pid>\d+)\.)?[A-Za-z0-9_]{8}\.tmp$")
+_TEMP_RE = re.compile(r"^\.(?P<name>.+?)\.(?:(?P<pid>\d+)\.)?[A-Za-z0-9_]{8}\.tmp(?:\.[a-z]+)?$")   # ext: .tif, .gpkg
 
 def _pid_alive(pid: int) -> bool:
     try: os.kill(pid, 0)
@@ -155,7 +161,7 @@ def remove_stale_temps(folder, min_age_s: float = 3600.0) -> list:
     folder = Path(folder)
     removed: list[Path] = []
     if not folder.is_dir(): return removed
-    for p in sorted(folder.glob(".*.tmp")):
+    for p in sorted(folder.glob(".*.tmp*")):
         m = _TEMP_RE.match(p.name)
         if m is None or not p.is_file(): continue
         pid = m["pid"]

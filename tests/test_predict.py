@@ -166,3 +166,41 @@ def test_nan_pixels_are_nodata(scene):
     assert r.returncode == 0, r.stderr
     with rasterio.open(d / "onan.tif") as o: lab = o.read(1)
     np.testing.assert_array_equal(lab == 255, np.isnan(f).any(-1))
+
+
+def test_gis_outputs_cog_legend_and_polygons(tmp_path):
+    """A 600×520 scene through the installed command with --vector: GDAL (or rasterio, which bundles it) reports the COG
+    layout with overviews, the category names and attribute table; the GeoPackage's polygons (read back by pyogrio)
+    carry class ids and names, the scene's CRS, and per class the area of the raster's pixels of that class."""
+    import shutil
+
+    pyogrio = pytest.importorskip("pyogrio")
+    shapely = pytest.importorskip("shapely")
+    cogeo = pytest.importorskip("rio_cogeo.cogeo")
+    img, _ = _vaihingen_scene(np.random.default_rng(7), 600, 520)
+    src = _write(tmp_path / "big.tif", img)
+    torch.manual_seed(2); torch.save(create_model("resnet18", 6).state_dict(), tmp_path / "w.pth")
+    out, gpkg = tmp_path / "classes.tif", tmp_path / "classes.gpkg"
+    r = _cli(src, out, "--weights", tmp_path / "w.pth", "--dataset", "vaihingen", "--window", 64, "--stride", 64,
+             "--probabilities", tmp_path / "prob.tif", "--vector", gpkg, "--device", "cpu", "--quiet")
+    assert r.returncode == 0, r.stderr
+    classes = list(get_preset("vaihingen").classes)
+    for f in (out, tmp_path / "prob.tif"):
+        assert cogeo.cog_validate(f, strict=True) == (True, [], []), f
+        with rasterio.open(f) as o:
+            assert o.tags(ns="IMAGE_STRUCTURE")["LAYOUT"] == "COG" and o.overviews(1) == [2, 4]
+    if shutil.which("gdalinfo"):
+        info = json.loads(subprocess.run(["gdalinfo", "-json", str(out)], capture_output=True, text=True, check=True).stdout)
+        assert info["bands"][0]["categories"] == classes
+        assert [row["f"][:2] for row in info["rat"]["row"]] == [[i, c] for i, c in enumerate(classes)]
+    assert (tmp_path / "classes.qml").exists()
+    with rasterio.open(out) as o: lab, px = o.read(1), abs(o.transform.a * o.transform.e)
+    meta, _, geom, (ids, names) = pyogrio.raw.read(gpkg)
+    assert meta["fields"].tolist() == ["class_id", "class"] and meta["geometry_type"] == "Polygon"
+    assert meta["crs"] == "EPSG:32632"
+    assert all(names[k] == classes[ids[k]] for k in range(len(ids)))
+    area = np.bincount(ids, weights=shapely.area(shapely.from_wkb(geom)), minlength=6)
+    want = np.bincount(lab.ravel(), minlength=256)[:6] * px
+    np.testing.assert_allclose(area, want, rtol=0.005)          # the done-when bound; exact in fact (pixel edges)
+    assert np.array_equal(area, want), (area, want)
+    assert sorted(x.name for x in tmp_path.iterdir() if x.name.startswith(".")) == []
