@@ -4,7 +4,7 @@
 
 # %% auto #0
 __all__ = ['SETTINGS_KEY', 'sgo_sgb_paths', 'png_damage', 'png_text', 'settings_diff', 'check_sgb', 'read_sgo_sgb',
-           'generate_dataset']
+           'write_maps_geotiff', 'generate_dataset']
 
 # %% ../nbs/01b_maps.ipynb #2dfdf01d
 import json
@@ -145,6 +145,16 @@ def read_sgo_sgb(out_dir, stem: str, shape=None) -> tuple:
         if dt == np.uint8: check_sgb(a, p)
         res.append(a)
     return tuple(res)
+
+# %% ../nbs/01b_maps.ipynb #00ffe891
+def write_maps_geotiff(source, out_dir, stem: str, sgo: np.ndarray, sgb: np.ndarray) -> tuple:
+    "Write `<stem>_sgo.tif` (uint16) and `<stem>_sgb.tif` (uint8, 255 = boundary) in `out_dir` with `source`'s georeferencing."
+    from ssrs_nb.predict import write_like  # GDAL raster writing lives with prediction (rasterio, COG layout)
+    out_dir = Path(out_dir)
+    a = write_like(source, out_dir / f"{stem}_sgo.tif", np.asarray(sgo, np.uint16),
+                   description="SAM-generated object id (0 = none)")
+    b = write_like(source, out_dir / f"{stem}_sgb.tif", np.asarray(sgb, np.uint8), description="SAM-generated boundary (255)")
+    return a, b
 
 # %% ../nbs/01b_maps.ipynb #84ddf495
 def _describe(generator) -> dict:

@@ -4,7 +4,7 @@
 
 # %% auto #0
 __all__ = ['COG_OPTIONS', 'block_span', 'iter_blocks', 'load_run', 'load_model', 'open_raster', 'raster_scale', 'write_like',
-           'write_legend', 'predict_raster', 'read_raster', 'write_maps_geotiff', 'build_parser', 'main']
+           'write_legend', 'predict_raster', 'read_raster', 'build_parser', 'main']
 
 # %% ../nbs/06a_predict.ipynb #5e8bb6aa
 import argparse
@@ -325,7 +325,7 @@ def predict_raster(model: nn.Module, input, output, num_classes: int, bands=None
                 window=window, stride=stride, class_pixels={c: int(counts[i]) for i, c in enumerate(classes)},
                 nodata_pixels=int(counts[255]), seconds=round(time.time() - t0, 2))
 
-# %% ../nbs/06a_predict.ipynb #e89201d2
+# %% ../nbs/06a_predict.ipynb #dc3d2966
 from .core import MAX_PIXELS, check_pixels
 
 
@@ -340,14 +340,6 @@ def read_raster(path, bands=None, scale=None, max_pixels: int | None = MAX_PIXEL
         img = _read_hwc(src, b)
         valid = (src.read_masks(list(b)) > 0).any(0)
     return scale_to_uint8(img, *scale_limits(img, scale, path, valid=valid))
-
-def write_maps_geotiff(source, out_dir, stem: str, sgo: np.ndarray, sgb: np.ndarray) -> tuple:
-    "Write `<stem>_sgo.tif` (uint16) and `<stem>_sgb.tif` (uint8, 255 = boundary) in `out_dir` with `source`'s georeferencing."
-    out_dir = Path(out_dir)
-    a = write_like(source, out_dir / f"{stem}_sgo.tif", np.asarray(sgo, np.uint16),
-                   description="SAM-generated object id (0 = none)")
-    b = write_like(source, out_dir / f"{stem}_sgb.tif", np.asarray(sgb, np.uint8), description="SAM-generated boundary (255)")
-    return a, b
 
 # %% ../nbs/06a_predict.ipynb #69d6b60c
 def _dataset_arg(text: str) -> str:
