@@ -4,11 +4,11 @@
 
 # %% auto #0
 __all__ = ['MAX_PIXELS', 'IGNORE_INDEX', 'DatasetName', 'LabelEncoding', 'SPEC_KEYS', 'SPLIT_KEYS', 'SPEC_DIR', 'DATASETS',
-           'QUARTO_LINK', 'set_seed', 'get_device', 'temp_beside', 'atomic_write', 'atomic_write_bytes',
-           'atomic_write_text', 'atomic_write_json', 'atomic_torch_save', 'remove_stale_temps', 'hold_lock',
-           'worker_init', 'load_checkpoint', 'load_state_dict', 'state_dict_misfit', 'window_starts', 'report',
-           'check_pixels', 'resolve_bands', 'imread', 'imwrite_png', 'sha256_file', 'image_to_tensor', 'DatasetPreset',
-           'check_choice', 'load_spec', 'get_preset']
+           'QUARTO_LINK', 'set_seed', 'get_device', 'temp_beside', 'check_writable', 'atomic_write',
+           'atomic_write_bytes', 'atomic_write_text', 'atomic_write_json', 'atomic_torch_save', 'remove_stale_temps',
+           'hold_lock', 'worker_init', 'load_checkpoint', 'load_state_dict', 'state_dict_misfit', 'window_starts',
+           'report', 'check_pixels', 'resolve_bands', 'imread', 'imwrite_png', 'sha256_file', 'image_to_tensor',
+           'DatasetPreset', 'check_choice', 'load_spec', 'get_preset']
 
 # %% ../nbs/00_core.ipynb #08ffb125
 import contextlib
@@ -55,7 +55,7 @@ def get_device(device: str | torch.device | None = None) -> torch.device:
         raise ValueError(f"device={device!r}: MPS is not available on this machine; use device='cpu' or 'auto'")
     return dev
 
-# %% ../nbs/00_core.ipynb #df114098
+# %% ../nbs/00_core.ipynb #a6456e09
 import errno
 import re
 import shutil
@@ -95,6 +95,22 @@ def temp_beside(path: str | os.PathLike, ext: str = "") -> tuple:
     umask = os.umask(0); os.umask(umask)
     os.chmod(tmp, 0o666 & ~umask)   # mkstemp makes 0600 files; give the result the permissions open() would
     return fd, tmp
+
+def check_writable(path: str | os.PathLike, what: str = "output") -> Path:
+    "Check, before long work, that the file `path` can be written: not a folder, its parent a writable folder (made if missing)."
+    path = Path(path)
+    if path.is_dir(): raise IsADirectoryError(f"{path}: the {what} is a folder; give a file name, e.g. {path / 'out.tif'}")
+    for d in (path.parent, *path.parent.parents):
+        if d.exists():
+            if not d.is_dir(): raise NotADirectoryError(f"{path}: {d} is a file, not a folder; choose another {what} path")
+            break
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, t = temp_beside(path); os.close(fd); os.unlink(t)
+    except OSError as e:
+        raise PermissionError(f"{path}: the {what} cannot be written in {path.parent} ({e.strerror}); choose a writable "
+                              f"folder (checked before any work)") from None
+    return path
 
 @contextlib.contextmanager
 def atomic_write(path: str | os.PathLike, mode: str = "wb", size_hint: int | None = None):

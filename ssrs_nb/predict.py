@@ -6,7 +6,7 @@
 __all__ = ['COG_OPTIONS', 'block_span', 'iter_blocks', 'load_run', 'load_model', 'open_raster', 'raster_scale', 'write_like',
            'write_legend', 'predict_raster', 'read_raster', 'build_parser', 'main']
 
-# %% ../nbs/06a_predict.ipynb #5e8bb6aa
+# %% ../nbs/06a_predict.ipynb #838093a6
 import argparse
 import contextlib
 import json
@@ -24,6 +24,7 @@ from torch import nn
 from ssrs_nb.core import (
     DATASETS,
     atomic_write_bytes,
+    check_writable,
     get_device,
     get_preset,
     load_state_dict,
@@ -228,7 +229,7 @@ def write_legend(path, classes, palette) -> tuple:
     return (atomic_write_bytes(path.with_name(path.name + ".aux.xml"), _pam_legend(classes, palette)),
             atomic_write_bytes(path.with_suffix(".qml"), _qgis_style(classes, palette)))
 
-# %% ../nbs/06a_predict.ipynb #a4376be6
+# %% ../nbs/06a_predict.ipynb #e4041977
 def _check_predict_args(input, output, probabilities, num_classes, window, stride, batch_size, block):
     sizes = (("window", window), ("stride", stride), ("batch_size", batch_size), ("block", block), ("num_classes", num_classes))
     for n, v in sizes:
@@ -239,6 +240,8 @@ def _check_predict_args(input, output, probabilities, num_classes, window, strid
     paths = [Path(p).resolve() for p in (input, output, probabilities) if p]
     if len(set(paths)) < len(paths):
         raise ValueError(f"{output}: the outputs must not overwrite the input {input} or each other")
+    for p in (output, probabilities):
+        if p: check_writable(p)
 
 def _input_bands(src, bands, path) -> tuple:
     "The three bands to read (checked: they exist, there are three, of one data type)."
@@ -341,12 +344,18 @@ def read_raster(path, bands=None, scale=None, max_pixels: int | None = MAX_PIXEL
         valid = (src.read_masks(list(b)) > 0).any(0)
     return scale_to_uint8(img, *scale_limits(img, scale, path, valid=valid))
 
-# %% ../nbs/06a_predict.ipynb #69d6b60c
+# %% ../nbs/06a_predict.ipynb #8eb9dfd2
 def _dataset_arg(text: str) -> str:
     "`--dataset`: a preset name or a dataset spec file, checked (argparse shows the reason when it is refused)."
     try: get_preset(text)
     except (ValueError, FileNotFoundError) as e: raise argparse.ArgumentTypeError(str(e)) from None
     return text
+
+def _positive_int(text) -> int:
+    try: v = int(text)
+    except ValueError: v = 0
+    if v < 1: raise argparse.ArgumentTypeError(f"{text!r}: expected a positive whole number of pixels or windows")
+    return v
 
 def _bands_arg(text):
     if text in (None, ""): return None
@@ -371,10 +380,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--bands", type=_bands_arg, default=None,
                    help="1-based bands in model order, e.g. 1,2,3 (needed unless 1 or 3 bands)")
     p.add_argument("--scale", default=None, help="scaling of non-8-bit input: MAX, LO,HI or pLO,HI (percentiles, e.g. p2,98)")
-    p.add_argument("--window", type=int, default=None, help="window size (default: the run's, else 256)")
-    p.add_argument("--stride", type=int, default=None, help="window stride (default: half the window, 128 for 256)")
-    p.add_argument("--batch-size", type=int, default=16, help="windows per forward pass (default 16)")
-    p.add_argument("--block", type=int, default=1024, help="block size in px read at a time (default 1024)")
+    p.add_argument("--window", type=_positive_int, default=None, help="window size (default: the run's, else 256)")
+    p.add_argument("--stride", type=_positive_int, default=None, help="window stride (default: half the window, 128 for 256)")
+    p.add_argument("--batch-size", type=_positive_int, default=16, help="windows per forward pass (default 16)")
+    p.add_argument("--block", type=_positive_int, default=1024, help="block size in px read at a time (default 1024)")
     p.add_argument("--probabilities", default=None, help="also write the class probabilities (uint8, p·254) to this GeoTIFF")
     p.add_argument("--vector", default=None, help="also write the class map as polygons to this GeoPackage (*.gpkg)")
     p.add_argument("--simplify", type=float, default=0.0,
@@ -393,6 +402,7 @@ def _check_vector_args(args) -> None:
         return
     if Path(args.vector).suffix.lower() != ".gpkg":
         raise ValueError(f"--vector {args.vector}: the vector output is a GeoPackage; name it *.gpkg")
+    check_writable(args.vector, "vector output")
     if args.simplify < 0 or args.min_area < 0:
         raise ValueError(f"--simplify {args.simplify} --min-area {args.min_area}: expected values >= 0 (map units)")
 
@@ -421,7 +431,7 @@ def main(argv=None) -> int:
     "Entry point of `ssrs-predict`."
     args = build_parser().parse_args(argv)
     try: _predict_cli(args)
-    except (ValueError, FileNotFoundError) as e:
+    except (ValueError, OSError) as e:           # bad input or an output that cannot be written: one line naming it
         print(f"ssrs-predict: error: {e}", file=sys.stderr)
         return 1
     return 0
