@@ -11,7 +11,7 @@ import math
 import numpy as np
 from scipy import ndimage as ndi
 
-# %% ../nbs/01c_priors.ipynb #38787b91
+# %% ../nbs/01c_priors.ipynb #ca6f0726
 def gt_boundary(label: np.ndarray, ignore_index: int = 255) -> np.ndarray:
     "Valid pixels (label != ignore_index) with a 4-neighbour inside the image of a different label value (H×W bool)."
     lab = np.asarray(label)
@@ -26,8 +26,7 @@ def _near(mask: np.ndarray, tolerance: int) -> np.ndarray:
     return ndi.maximum_filter(mask, size=2 * tolerance + 1, mode="constant", cval=False)
 
 def boundary_matches(sgb: np.ndarray, label: np.ndarray, ignore_index: int = 255, tolerance: int = 2) -> dict:
-    """H×W bool maps `sgb` (sgb > 0), `sgb_matched` (within `tolerance` of a ground-truth boundary pixel), `gt`
-    (ground-truth boundary) and `gt_matched` (within `tolerance` of an SGB pixel)."""
+    "Bool maps `sgb`, `sgb_matched` (within `tolerance` of a `gt` pixel), `gt` (`gt_boundary`), `gt_matched` (near `sgb`)."
     s, g = np.asarray(sgb) > 0, gt_boundary(label, ignore_index)
     return dict(sgb=s, sgb_matched=s & _near(g, tolerance), gt=g, gt_matched=g & _near(s, tolerance))
 
@@ -108,16 +107,15 @@ def _figures(counts: dict, per_class: dict) -> dict:
                             boundary_recall=_ratio(pc["gt_matched"], pc["gt"]), **pc)
     return out
 
-# %% ../nbs/01c_priors.ipynb #ce63e03a
+# %% ../nbs/01c_priors.ipynb #9391a098
 def prior_quality(sgo: np.ndarray,               # H×W int object ids, 0 = no object
                   sgb: np.ndarray,               # H×W, > 0 (255) on boundaries
                   label: np.ndarray,             # H×W int classes, `ignore_index` = not scored
-                  ignore_index: int = 255,
+                  ignore_index: int = 255,       # the label value of unscored pixels
                   tolerance: int = 2,            # pixels (Chebyshev) between an SGB and a ground-truth boundary pixel
                   num_classes: int | None = None,  # None: the largest valid label + 1
                   ) -> dict:
-    """How good `sgo`/`sgb` are as priors for `label`: the figures in `PRIOR_FIGURES`, `counts` (the numerators and
-    denominators), `per_class` (counts and ratios per ground-truth class), `tolerance` and `num_classes`."""
+    "How good `sgo`/`sgb` are as priors for `label`: the `PRIOR_FIGURES`, the `counts` behind them, a `per_class` breakdown."
     sgo, sgb, label, valid, C = _check_inputs(sgo, sgb, label, ignore_index, tolerance, num_classes)
     lab = np.where(valid, label, 0)
     inobj = valid & (sgo > 0)
