@@ -155,7 +155,7 @@ class TrainConfig(RunOptions, Recipe):
         if bad: raise ValueError(f"unknown TrainConfig field(s) {bad}; allowed: {sorted(known)}")
         return cls(**d)
 
-# %% ../nbs/07_training.ipynb #5d664b62
+# %% ../nbs/07_training.ipynb #914ae296
 def _field_default(f):
     return f.default if f.default is not dataclasses.MISSING else f.default_factory()
 
@@ -180,7 +180,10 @@ def _check_types(cfg) -> None:
         if v is None: continue
         ok = (int, str) if n != "milestones" else int       # tile ids: ints, or strings (a spec's file stems)
         if not isinstance(v, (list, tuple)) or not all(isinstance(i, ok) and not isinstance(i, bool) for i in v):
-            raise ValueError(f"{n}={v!r}: expected a list of ints{' or strings' if n != 'milestones' else ''}, e.g. [1, 3, 23]")
+            hint = (f"; from papermill pass a list as YAML, -y '{n}: [{v.strip('[]')}]' (-p gives a string)"
+                    if isinstance(v, str) else "")
+            raise ValueError(f"{n}={v!r}: expected a list of ints{' or strings' if n != 'milestones' else ''}, e.g. [1, 3, 23]"
+                             f"{hint}")
         setattr(cfg, n, list(v))
 
 def _check_ranges(cfg) -> None:
