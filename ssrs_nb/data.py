@@ -4,10 +4,14 @@
 
 # %% auto #0
 __all__ = ['VAIHINGEN_LAYOUT', 'LOVEDA_LAYOUT', 'read_label', 'parse_scale', 'scale_limits', 'scale_to_uint8', 'read_image',
-           'Tile', 'list_tiles', 'load_tile', 'iter_test_tiles', 'renumber_sgo', 'WindowDataset']
+           'Tile', 'list_tiles', 'load_tile', 'iter_test_tiles', 'renumber_sgo', 'default_cache_dir', 'cache_tile',
+           'WindowDataset']
 
-# %% ../nbs/02_data.ipynb #7a9693c3
+# %% ../nbs/02_data.ipynb #0b5342c9
 import glob
+import hashlib
+import json
+import os
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,7 +20,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from .core import IGNORE_INDEX, MAX_PIXELS, check_choice, get_preset, imread
+from .core import IGNORE_INDEX, MAX_PIXELS, atomic_write, check_choice, get_preset, imread
 from .maps import read_sgo_sgb, sgo_sgb_paths
 
 # %% ../nbs/02_data.ipynb #f88eb42d
@@ -313,7 +317,7 @@ def iter_test_tiles(tiles: Sequence[Tile]) -> Iterator[tuple]:
         img, lab = load_tile(t)
         yield img, lab, t
 
-# %% ../nbs/02_data.ipynb #31ad27d2
+# %% ../nbs/02_data.ipynb #89cc802f
 def renumber_sgo(sgo: np.ndarray) -> np.ndarray:
     "Renumber the object ids present in `sgo` to 1…n keeping their order (0 stays 0); returns int64."
     present = np.zeros(int(sgo.max(initial=0)) + 1, bool)
@@ -332,10 +336,34 @@ def _read_maps(sgo_dir: Path, tile: Tile, shape) -> tuple:
                              f"for this image (ssrs_nb.maps.generate_dataset / nbs/11_generate_sgo.ipynb)")
     return sgo.astype(np.uint16, copy=False), sgb.astype(np.uint8, copy=False)
 
+def _fingerprint(paths) -> list:
+    "What identifies the files' contents without reading them: resolved path, size and modification time."
+    return [[str(Path(p).resolve()), (st := Path(p).stat()).st_size, st.st_mtime_ns] for p in paths]
+
+def default_cache_dir() -> Path:
+    "`$SSRS_CACHE`, else `$XDG_CACHE_HOME/ssrs-nb/tiles`, else `~/.cache/ssrs-nb/tiles`."
+    if os.environ.get("SSRS_CACHE"): return Path(os.environ["SSRS_CACHE"])
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "ssrs-nb" / "tiles"
+
+def cache_tile(tile: Tile, sgo_dir=None, cache_dir=None) -> dict:
+    "Decode `tile` (and its SGO/SGB in `sgo_dir`) once into uncompressed `.npy` files in `cache_dir`; returns {name: path}."
+    cache_dir = default_cache_dir() if cache_dir in (None, "auto") else Path(cache_dir)
+    srcs = [tile.image_path, tile.label_path] + (list(sgo_sgb_paths(sgo_dir, tile.stem)) if sgo_dir is not None else [])
+    ident = json.dumps(dict(v=1, files=_fingerprint(srcs), dataset=repr(get_preset(tile.dataset))), default=str)
+    folder = cache_dir / f"{tile.stem}-{hashlib.sha1(ident.encode()).hexdigest()[:16]}"
+    paths = {n: folder / f"{n}.npy" for n in ("image", "label", "sgo", "sgb")[:4 if sgo_dir is not None else 2]}
+    if all(p.is_file() for p in paths.values()): return paths
+    img, lab = load_tile(tile)
+    arrs = dict(image=img, label=lab)
+    if sgo_dir is not None: arrs["sgo"], arrs["sgb"] = _read_maps(Path(sgo_dir), tile, lab.shape)
+    for n, a in arrs.items():
+        with atomic_write(paths[n], "wb", size_hint=a.nbytes + 128) as f: np.save(f, a)
+    return paths
+
 class WindowDataset(Dataset):
-    "Random `window`×`window` training windows (image, label, SGO, SGB) cut from whole tiles held in memory."
+    "Random `window`×`window` training windows (image, label, SGO, SGB) cut from whole tiles, in memory or memory-mapped."
     def __init__(self, tiles: Sequence[Tile], sgo_dir=None, window: int = 256, length: int = 10000,
-                 augment: bool = True, seed: int = 0, progress: bool = True):
+                 augment: bool = True, seed: int = 0, progress: bool = True, cache_dir=None):
         if not tiles: raise ValueError("tiles=[]: no tiles to sample from; pass list_tiles(dataset, root, 'train', ...)")
         self.tiles, self.window, self.length, self.augment, self.seed = list(tiles), int(window), int(length), augment, int(seed)
         self.sgo_dir = None if sgo_dir is None else Path(sgo_dir)
@@ -348,17 +376,25 @@ class WindowDataset(Dataset):
                     "tile. Generate them with ssrs_nb.maps.generate_dataset (nbs/11_generate_sgo.ipynb), or turn the "
                     "object and boundary losses off (sgo_dir=None).")
         from tqdm.auto import tqdm
-        self.images, self.labels, self.sgos, self.sgbs = [], [], [], []
-        for t in tqdm(self.tiles, desc="loading tiles", disable=not progress, leave=False):
-            img, lab = load_tile(t)
-            if min(lab.shape) < self.window:
-                raise ValueError(f"{t.image_path}: tile is {lab.shape[0]}×{lab.shape[1]}, smaller than window="
+        self.cache_dir, self.arrays, self.shapes = cache_dir, [], []
+        for t in tqdm(self.tiles, desc="caching tiles" if cache_dir else "loading tiles", disable=not progress, leave=False):
+            if cache_dir:                      # file paths only: each item memory-maps the four windows it cuts
+                a = cache_tile(t, self.sgo_dir, cache_dir)
+                shape = np.load(a["label"], mmap_mode="r").shape
+            else:
+                img, lab = load_tile(t)
+                a, shape = dict(image=img, label=lab), lab.shape
+                if self.sgo_dir is not None: a["sgo"], a["sgb"] = _read_maps(self.sgo_dir, t, lab.shape)
+            if min(shape) < self.window:
+                raise ValueError(f"{t.image_path}: tile is {shape[0]}×{shape[1]}, smaller than window="
                                  f"{self.window}; use a smaller window")
-            self.images.append(img); self.labels.append(lab)
-            if self.sgo_dir is not None:
-                sgo, sgb = _read_maps(self.sgo_dir, t, lab.shape)
-                self.sgos.append(sgo); self.sgbs.append(sgb)
+            self.arrays.append(a); self.shapes.append(tuple(shape))
         self._epoch = torch.zeros(1, dtype=torch.int64).share_memory_()
+
+    def _array(self, name: str, t: int) -> np.ndarray:
+        "Tile `t`'s `name` raster: in memory, or memory-mapped from the cache (unmapped when the item is done)."
+        a = self.arrays[t][name]
+        return np.load(a, mmap_mode="r") if self.cache_dir else a
 
     def __len__(self): return self.length
 
@@ -373,7 +409,7 @@ class WindowDataset(Dataset):
         "The random draws of item `i` at the current epoch: tile index, top-left corner, rotation, flip, mirror."
         rng = np.random.default_rng([self.seed, self.epoch, int(i)])
         t = int(rng.integers(len(self.tiles)))
-        h, w = self.labels[t].shape
+        h, w = self.shapes[t]
         y, x = int(rng.integers(h - self.window + 1)), int(rng.integers(w - self.window + 1))
         k, flip, mirror = ((int(rng.integers(4)), bool(rng.random() < 0.5), bool(rng.random() < 0.5)) if self.augment
                            else (0, False, False))
@@ -389,15 +425,15 @@ class WindowDataset(Dataset):
     def _image(self, p) -> torch.Tensor:
         "The image window as 3×w×w float32 in [0, 1] (as `core.image_to_tensor`), converted in one NumPy pass."
         out = np.empty((3, self.window, self.window), np.float32)
-        np.divide(self._cut(self.images[p["tile"]], p, copy=False).transpose(2, 0, 1), np.float32(255), out=out)
+        np.divide(self._cut(self._array("image", p["tile"]), p, copy=False).transpose(2, 0, 1), np.float32(255), out=out)
         return torch.from_numpy(out)
 
     def __getitem__(self, i: int) -> dict:
         if not -self.length <= i < self.length: raise IndexError(f"index {i} out of range for length {self.length}")
         p = self.params(i % self.length)
         out = {"image": self._image(p),
-               "label": torch.from_numpy(self._cut(self.labels[p["tile"]], p).astype(np.int64))}
+               "label": torch.from_numpy(self._cut(self._array("label", p["tile"]), p).astype(np.int64))}
         if self.sgo_dir is not None:
-            out["sgo"] = torch.from_numpy(renumber_sgo(self._cut(self.sgos[p["tile"]], p)))
-            out["sgb"] = torch.from_numpy(self._cut(self.sgbs[p["tile"]], p))
+            out["sgo"] = torch.from_numpy(renumber_sgo(self._cut(self._array("sgo", p["tile"]), p)))
+            out["sgb"] = torch.from_numpy(self._cut(self._array("sgb", p["tile"]), p))
         return out

@@ -50,7 +50,7 @@ from .inference import evaluate
 from .losses import BOUNDARY_VARIANTS, BoundaryVariant, LossConfig, SAMLoss
 from .unetformer import BACKBONES, create_model
 
-# %% ../nbs/07_training.ipynb #251532c9
+# %% ../nbs/07_training.ipynb #b911cae7
 SelectOn = Literal["last", "val", "test"]
 AmpMode = Literal["auto", "bf16", "fp16", "off"]
 CompileMode = Literal["auto", "on", "off"]
@@ -111,6 +111,7 @@ class RunOptions:
     overwrite: bool = False                 # allow starting afresh over an existing run
     progress: bool = True                   # progress bars
     keep_checkpoints: bool = False          # keep checkpoints/previous.pth once the run has finished (else removed)
+    tile_cache: str | None = None           # None: decoded tiles in RAM; a folder or 'auto': memory-mapped from disk (02_data)
 
 @dataclass
 class TrainConfig(RunOptions, Recipe):
@@ -412,7 +413,7 @@ def lock_run_dir(cfg: TrainConfig, rank: int = 0):
             except OSError: pass   # not a writable folder: check_out_dir says so, naming it
         yield
 
-# %% ../nbs/07_training.ipynb #f5838d22
+# %% ../nbs/07_training.ipynb #216ca70c
 def setup_run(cfg: TrainConfig, model_fn: Callable[[int], nn.Module] | None = None, rank: int = 0,
               world: int = 1) -> RunState:
     "Device, precision, seeds, tiles, dataset, model, optimizer and loss of the run `cfg` (checked)."
@@ -428,7 +429,7 @@ def setup_run(cfg: TrainConfig, model_fn: Callable[[int], nn.Module] | None = No
     train_tiles, val_tiles, test_tiles = _split_tiles(cfg)
     ds = WindowDataset(train_tiles, sgo_dir=cfg.sgo_root if (cfg.use_obj or cfg.use_bdy) else None, window=cfg.window,
                        length=cfg.iters_per_epoch * cfg.batch_size, augment=cfg.augment, seed=cfg.seed,
-                       progress=cfg.progress and rank == 0)
+                       progress=cfg.progress and rank == 0, cache_dir=cfg.tile_cache)
     model = model_fn(preset.num_classes) if model_fn is not None else \
         create_model(cfg.backbone, preset.num_classes, pretrained=cfg.pretrained)
     model, net = _wrap_ddp(model.to(device), device, world)
