@@ -6,10 +6,13 @@
 __all__ = ['GeneratorName', 'GENERATORS', 'GENERATOR_SPECS', 'PAPER_THRESHOLDS', 'GeneratorSpec', 'checkpoint_hint', 'require',
            'generator_settings', 'normalize_record', 'ObjectGenerator', 'build_micro_samhq', 'sam2_micro_config',
            'check_sam2_targets', 'build_micro_sam2', 'save_micro_checkpoint', 'build_generator', 'generator_from_model',
-           'compare_generators', 'generators_figure']
+           'image_key', 'neighbour_pairs', 'merge_objects', 'split_objects', 'drop_objects', 'jitter_objects',
+           'OracleGenerator', 'compare_generators', 'generators_figure']
 
-# %% ../nbs/01a_generators.ipynb #eb76410f
+# %% ../nbs/01a_generators.ipynb #825d82f9
+import hashlib
 import inspect
+import json
 import typing
 from dataclasses import dataclass, field
 from importlib import metadata
@@ -22,8 +25,8 @@ import torch
 from . import sam as S
 from .core import atomic_torch_save, check_choice, get_device, load_state_dict, sha256_file, state_dict_misfit
 
-# %% ../nbs/01a_generators.ipynb #a959229c
-GeneratorName = Literal["sam", "sam-hq", "sam2", "superpixel"]
+# %% ../nbs/01a_generators.ipynb #d518a82a
+GeneratorName = Literal["sam", "sam-hq", "sam2", "superpixel", "oracle"]
 GENERATORS: tuple = typing.get_args(GeneratorName)
 
 @dataclass(frozen=True)
@@ -54,6 +57,7 @@ GENERATOR_SPECS = {
                            "sam2_hiera_s": "sam2_hiera_small.pt", "sam2_hiera_t": "sam2_hiera_tiny.pt"},
                           "https://github.com/facebookresearch/sam2#download-checkpoints", _PAPER_NAMES),
     "superpixel": GeneratorSpec("superpixel", "skimage", "scikit-image", None),
+    "oracle": GeneratorSpec("oracle", "ssrs_nb", "ssrs-nb", None),   # true objects of generated tiles, degraded
 }
 assert tuple(GENERATOR_SPECS) == GENERATORS
 
@@ -79,7 +83,7 @@ def require(name: str):
         if spec.extra == "sam2": how = f"SAM2_BUILD_CUDA=0 {how} --no-build-isolation  (after torch is installed)"
         raise ImportError(f"generator={name!r} needs the {spec.dist} package ({e}); install it with: {how}") from e
 
-# %% ../nbs/01a_generators.ipynb #28ad1aae
+# %% ../nbs/01a_generators.ipynb #303af7e8
 PAPER_THRESHOLDS = dict(pred_iou_thresh=0.96, box_nms_thresh=0.5, crop_nms_thresh=0.5)   # Sec. IV-C
 
 _MASK_GENERATOR_CLASSES = {"sam": ("segment_anything", "SamAutomaticMaskGenerator"),
@@ -89,6 +93,7 @@ _MASK_GENERATOR_CLASSES = {"sam": ("segment_anything", "SamAutomaticMaskGenerato
 def _mask_generator_class(name: str):
     "The class that makes generator `name`'s masks (its package imported through `require`)."
     if name == "superpixel": return S.SuperpixelGenerator
+    if name == "oracle": return OracleGenerator
     import importlib
     require(name)
     module, cls = _MASK_GENERATOR_CLASSES[name]
@@ -99,7 +104,7 @@ def generator_settings(name: str, **overrides) -> dict:
     spec = GENERATOR_SPECS[check_choice("generator", name, GENERATORS)]
     params = inspect.signature(_mask_generator_class(name).__init__).parameters
     defaults = {k: p.default for k, p in params.items()
-                if k not in ("self", "model") and p.kind not in (p.VAR_KEYWORD, p.VAR_POSITIONAL)}
+                if k not in ("self", "model", "instances") and p.kind not in (p.VAR_KEYWORD, p.VAR_POSITIONAL)}
     bad = sorted(set(overrides) - set(defaults))
     if bad: raise ValueError(f"unknown {name} generator setting(s) {bad}; allowed: {sorted(defaults)}")
     paper = {spec.thresholds[k]: v for k, v in PAPER_THRESHOLDS.items() if k in spec.thresholds}
@@ -295,7 +300,7 @@ def save_micro_checkpoint(name: str, path, seed: int = 0) -> Path:
     sd = _micro(name, seed).state_dict()
     return atomic_torch_save({"model": sd} if name == "sam2" else sd, path)
 
-# %% ../nbs/01a_generators.ipynb #f43ba403
+# %% ../nbs/01a_generators.ipynb #5bf709b3
 def _sam_builders(name):
     "model_type -> function building that architecture (random weights) for SAM or HQ-SAM."
     reg = require(name).sam_model_registry
@@ -380,11 +385,11 @@ def _build_sam2(checkpoint, config, device):
 
 def build_generator(name: GeneratorName, checkpoint=None, model_type: str = "auto", config: str = "auto",
                     device=None, **overrides) -> ObjectGenerator:
-    "An `ObjectGenerator` for `name` ('sam', 'sam-hq', 'sam2', 'superpixel') with the paper's thresholds mapped onto it."
+    "An `ObjectGenerator` for `name` ('oracle': `checkpoint` = the instances folder) with the paper's thresholds mapped onto it."
     check_choice("generator", name, GENERATORS)
     if name != "sam2" and config != "auto":
         raise ValueError(f"config={config!r} applies to generator='sam2' only; {name!r} takes model_type=")
-    if name in ("sam2", "superpixel") and model_type != "auto":
+    if name in ("sam2", "superpixel", "oracle") and model_type != "auto":
         raise ValueError(f"model_type={model_type!r} does not apply to generator={name!r}"
                          + ("; SAM 2 takes config= (e.g. 'sam2.1_hiera_l')" if name == "sam2" else ""))
     settings = generator_settings(name, **overrides)          # bad setting names fail before any loading
@@ -393,6 +398,10 @@ def build_generator(name: GeneratorName, checkpoint=None, model_type: str = "aut
             raise ValueError(f"generator='superpixel' uses no checkpoint, got checkpoint={str(checkpoint)!r}; "
                              "drop it, or choose generator='sam', 'sam-hq' or 'sam2'")
         return ObjectGenerator(name, S.SuperpixelGenerator(**overrides), settings)
+    if name == "oracle":   # the instances folder stands where a checkpoint would; its index file is hashed like one
+        inner = OracleGenerator(checkpoint, **overrides)
+        return ObjectGenerator(name, inner, settings, checkpoint=inner.index_path,
+                               checkpoint_sha256=sha256_file(inner.index_path))
     if name == "sam2": path, arch, model = _build_sam2(checkpoint, config, device)
     else: path, arch, model = _build_sam_like(name, checkpoint, model_type)
     return generator_from_model(name, model.to(get_device(device)).eval(), model_type=arch, checkpoint=path,
@@ -404,6 +413,126 @@ def generator_from_model(name: GeneratorName, model, model_type: str | None = No
     settings = generator_settings(name, **overrides)
     return ObjectGenerator(name, _mask_generator_class(name)(model, **settings), settings, model_type=model_type,
                            checkpoint=checkpoint, checkpoint_sha256=checkpoint_sha256)
+
+# %% ../nbs/01a_generators.ipynb #7f93acc0
+def image_key(image: np.ndarray) -> str:
+    "SHA-256 (hex) of an image array's shape, dtype and pixels: how the oracle generator finds a tile's true objects."
+    a = np.ascontiguousarray(image)
+    h = hashlib.sha256(f"{a.shape}|{a.dtype.str}|".encode())
+    h.update(a.tobytes())
+    return h.hexdigest()
+
+def _edge(lab: np.ndarray) -> np.ndarray:
+    "Pixels with a 4-neighbour (inside the image) of a different id."
+    e = np.zeros(lab.shape, bool)
+    dv, dh = lab[1:] != lab[:-1], lab[:, 1:] != lab[:, :-1]
+    e[1:] |= dv; e[:-1] |= dv; e[:, 1:] |= dh; e[:, :-1] |= dh
+    return e
+
+def neighbour_pairs(lab: np.ndarray) -> np.ndarray:
+    "The distinct pairs (a, b), 0 < a < b, of object ids that touch (4-neighbours): a P×2 int64 array."
+    a = np.concatenate([lab[:, :-1].ravel(), lab[:-1].ravel()]).astype(np.int64)
+    b = np.concatenate([lab[:, 1:].ravel(), lab[1:].ravel()]).astype(np.int64)
+    m = (a != b) & (a > 0) & (b > 0)
+    return np.unique(np.sort(np.stack([a[m], b[m]], 1), axis=1), axis=0).reshape(-1, 2)
+
+# %% ../nbs/01a_generators.ipynb #27c63826
+def merge_objects(lab: np.ndarray, p: float, rng: np.random.Generator) -> np.ndarray:
+    "Join each pair of touching objects with probability `p` (chains of joined pairs become one object)."
+    from scipy.sparse import coo_matrix
+    from scipy.sparse.csgraph import connected_components
+    pairs = neighbour_pairs(lab)
+    join = pairs[rng.random(len(pairs)) < p]
+    n = int(lab.max(initial=0)) + 1
+    g = coo_matrix((np.ones(len(join)), (join[:, 0], join[:, 1])), shape=(n, n))
+    comp = connected_components(g, directed=False)[1]
+    lut = np.full(comp.max() + 1, n); np.minimum.at(lut, comp, np.arange(n))   # each joined object: its smallest id
+    return lut[comp][lab]                                                      # (0 has no pairs: it stays 0)
+
+def split_objects(lab: np.ndarray, q: float, rng: np.random.Generator) -> np.ndarray:
+    "Cut each object with probability `q` along a line of random direction through its centroid (new ids above the old)."
+    n = int(lab.max(initial=0)) + 1
+    yy, xx = np.indices(lab.shape)
+    cnt = np.maximum(np.bincount(lab.ravel(), minlength=n), 1)
+    cy, cx = np.bincount(lab.ravel(), yy.ravel(), n) / cnt, np.bincount(lab.ravel(), xx.ravel(), n) / cnt
+    theta, cut = rng.uniform(0, np.pi, n), rng.random(n) < q
+    cut[0] = False
+    side = (xx - cx[lab]) * np.cos(theta)[lab] + (yy - cy[lab]) * np.sin(theta)[lab] > 0
+    return np.where(cut[lab] & side, lab + n, lab)
+
+def drop_objects(lab: np.ndarray, share: float, rng: np.random.Generator) -> np.ndarray:
+    "Remove `round(share × number of objects)` objects chosen at random (their pixels become 0, no object)."
+    ids = np.unique(lab); ids = ids[ids > 0]
+    gone = rng.choice(ids, int(round(share * len(ids))), replace=False)
+    lut = np.arange(int(lab.max(initial=0)) + 1); lut[gone] = 0
+    return lut[lab]
+
+def jitter_objects(lab: np.ndarray, radii: np.ndarray) -> np.ndarray:
+    "Erode object i by -radii[i] px where negative, then grow it by radii[i] px where positive into pixels of no object."
+    from scipy import ndimage as ndi
+    r = np.asarray(radii, np.int64)
+    edge = _edge(lab) & (lab > 0)
+    out = lab
+    if edge.any():   # distance to the object's own 4-neighbour edge; the image border is no edge
+        out = np.where((lab > 0) & (ndi.distance_transform_edt(~edge) < -r[lab]), 0, lab)
+    free = out == 0
+    if free.any() and not free.all():
+        d, (iy, ix) = ndi.distance_transform_edt(free, return_indices=True)
+        near = out[iy, ix]                                               # the nearest object of each free pixel
+        out = np.where(free & (d <= r[near]), near, out)
+    return out
+
+# %% ../nbs/01a_generators.ipynb #187e2c00
+class OracleGenerator:
+    "SAM-like `generate(image)`: a generated tile's true objects (found by `image_key`), merged, split, dropped, jittered."
+    def __init__(self, instances=None, merge: float = 0.0, split: float = 0.0, drop: float = 0.0, jitter: int = 0,
+                 seed: int = 0):
+        for k, v in dict(merge=merge, split=split, drop=drop).items():
+            if not 0 <= v <= 1: raise ValueError(f"oracle: {k}={v!r} must be a probability / share in [0, 1]")
+        if isinstance(jitter, bool) or not isinstance(jitter, (int, np.integer)) or jitter < 0:
+            raise ValueError(f"oracle: jitter={jitter!r} must be an int >= 0 (pixels)")
+        self.index_path = _instances_index(instances)
+        self.folder = self.index_path.parent
+        self.index = json.loads(self.index_path.read_text())["images"]
+        self.merge, self.split, self.drop, self.jitter, self.seed = merge, split, drop, int(jitter), seed
+
+    def true_objects(self, image: np.ndarray) -> tuple:
+        "(image key, the tile's true object ids H×W, 0 = none) of a whole generated tile."
+        from ssrs_nb.core import imread
+        key = image_key(image)
+        if key not in self.index:
+            raise ValueError(f"oracle: this {image.shape[0]}×{image.shape[1]} image is none of the {len(self.index)} "
+                             f"tiles indexed in {self.index_path}; the oracle knows whole generated tiles only: pass "
+                             f"crop=None (or a crop at least the tile size) to generate_dataset / generate_sgo_sgb, "
+                             f"and the instances folder of the dataset the images come from")
+        return key, imread(self.folder / self.index[key]).astype(np.int64)
+
+    def labels(self, image: np.ndarray) -> np.ndarray:
+        "The degraded object ids of `image` (H×W int64, 0 = none); the same for the same tile, settings and seed."
+        key, lab = self.true_objects(image)
+        rm, rs, rd, rj = (np.random.default_rng(s) for s in
+                          np.random.SeedSequence([self.seed, int(key[:15], 16)]).spawn(4))
+        if self.merge: lab = merge_objects(lab, self.merge, rm)
+        if self.split: lab = split_objects(lab, self.split, rs)
+        if self.drop: lab = drop_objects(lab, self.drop, rd)
+        if self.jitter: lab = jitter_objects(lab, rj.integers(-self.jitter, self.jitter + 1, int(lab.max(initial=0)) + 1))
+        return lab
+
+    def generate(self, image: np.ndarray) -> list:
+        "One SAM record per (degraded) object, as `sam.records_from_labels`."
+        return S.records_from_labels(self.labels(image), background=0)
+
+def _instances_index(instances) -> Path:
+    "The `index.json` of an instances folder (or the file itself); errors say what to pass."
+    if instances in (None, ""):
+        raise ValueError("generator='oracle' needs the instances folder written by make_synthetic_vaihingen / "
+                         "make_synthetic_loveda: pass checkpoint=<dataset root>/instances")
+    p = Path(instances)
+    p = p / "index.json" if p.is_dir() else p
+    if not p.is_file():
+        raise FileNotFoundError(f"{p}: no instance index; make the dataset with make_synthetic_vaihingen / "
+                                f"make_synthetic_loveda (instances=True) and pass its <root>/instances folder")
+    return p
 
 # %% ../nbs/01a_generators.ipynb #6dc98303
 def compare_generators(image: np.ndarray, generators: dict, crop: int | None = 512, max_objects: int = 50,

@@ -58,7 +58,7 @@ def micro(tmp_path_factory):
 
 
 def test_names_come_from_the_literal():
-    assert G.GENERATORS == typing.get_args(G.GeneratorName) == ("sam", "sam-hq", "sam2", "superpixel")
+    assert G.GENERATORS == typing.get_args(G.GeneratorName) == ("sam", "sam-hq", "sam2", "superpixel", "oracle")
     assert tuple(G.GENERATOR_SPECS) == G.GENERATORS
     with pytest.raises(ValueError, match="'sam-hq'"): G.build_generator("sam3")
 
