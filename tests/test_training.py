@@ -187,6 +187,7 @@ def test_papermill_every_parameter_overridden(data, tmp_path, monkeypatch):
                   train_ids=[1, 3, 23], test_ids=[5], select_on="test", val_tiles=1, eval_every=1, eval_batch_size=8,
                   tta=True, seed=1, device="cpu", amp="off", compile="off", num_workers=0, ckpt_every=2, log_every=1,
                   resume=False, overwrite=True, deterministic=False, threads=1, progress=False, keep_checkpoints=True,
+                  tile_cache=str(tmp_path / "cache"),
                   n_tiles=4, tile_size=96)
     nb = ROOT / "nbs" / "10_train.ipynb"
     assert sorted(params) == sorted(_param_names(nb)), "the test must override every parameter of the notebook"
@@ -201,6 +202,8 @@ def test_papermill_every_parameter_overridden(data, tmp_path, monkeypatch):
     for k, v in params.items():
         if k not in ("n_tiles", "tile_size"): assert c[k] == v, k
     assert m["final"]["selection"].startswith("best test mIoU") and m["amp"] == "off"
+    cached = list((tmp_path / "cache").rglob("*.npy"))                 # tile_cache: 4 arrays per training tile
+    assert len(cached) == 4 * len(m["train_tiles"]), cached
     assert set(m["history"][0]["train"]) == {"seg", "obj", "bdy", "aux", "total"} and m["history"][0]["train"]["bdy"] == 0
     assert len(m["steps"]) == 6 and m["history"][-1]["lr"] == pytest.approx(0.01)
     cells = json.loads(executed.read_text())["cells"]
