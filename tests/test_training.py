@@ -253,3 +253,38 @@ def test_papermill_official_boundary_loss_reaches_the_loss(data, tmp_path, monke
     assert logged["bdy"] == pytest.approx(boundary_loss(main.float(), batch["sgb"], variant="ssrs2023").item(), rel=1e-5)
     assert logged["obj"] == pytest.approx(object_loss(main.float(), batch["sgo"], max_objects=30).item(), rel=1e-5)
     assert logged["bdy"] != pytest.approx(boundary_loss(main.float(), batch["sgb"]).item(), rel=1e-3)   # not the default form
+
+
+def test_own_dataset_spec_trains_end_to_end(tmp_path, monkeypatch):
+    """A layout no preset knows (02b_specs' example: 4-band uint16 GeoTIFF scenes in UTM, index labels with 255 no-data,
+    4 classes of which 3 count in the mean): superpixel SGO/SGB from 11_generate_sgo with `-p dataset mycity.yaml`, then
+    trained from its spec by the installed `ssrs-train`
+    and by papermill: the scores carry the spec's class names, count exactly the test label's non-ignored pixels, and
+    mIoU is the mean over `mean_classes` (road, building, tree; not water)."""
+    papermill = pytest.importorskip("papermill")
+    import tifffile
+
+    from ssrs_nb.specs import make_example_dataset
+    spec = make_example_dataset(tmp_path / "mycity", n_train=2, n_test=1, size=96)
+    monkeypatch.setenv("PYTHONPATH", ENV["PYTHONPATH"]); monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    papermill.execute_notebook(str(ROOT / "nbs" / "11_generate_sgo.ipynb"), str(tmp_path / "g.ipynb"),   # the spec's bands, scale
+                               parameters=dict(dataset=str(spec), out_dir=str(tmp_path / "sgo"), crop=0),
+                               kernel_name="python3", cwd=str(tmp_path), progress_bar=False)
+    assert len(list((tmp_path / "sgo").glob("*_sgo.png"))) == 3
+    test_label = tifffile.imread(next((spec.parent / "labels" / "test").glob("*.tif")))
+    scored = int((test_label != 255).sum())
+    assert 0 < scored < test_label.size                                  # the example has no-data to leave out
+    common = dict(dataset=str(spec), sgo_root=str(tmp_path / "sgo"), epochs=1, iters_per_epoch=2, batch_size=2,
+                  window=64, eval_stride=32, milestones=[], threads=1, device="cpu", progress=False)
+    cli = subprocess.run([str(Path(sys.executable).parent / "ssrs-train"),
+                          *[f"{k}={json.dumps(v)}" for k, v in dict(common, out_dir=str(tmp_path / "cli")).items()]],
+                         capture_output=True, text=True, env=ENV, timeout=600)
+    assert cli.returncode == 0, cli.stderr[-3000:]
+    papermill.execute_notebook(str(ROOT / "nbs" / "10_train.ipynb"), str(tmp_path / "o.ipynb"),
+                               parameters=dict(common, out_dir=str(tmp_path / "pm")), kernel_name="python3",
+                               cwd=str(tmp_path), progress_bar=False)
+    for run in ("cli", "pm"):
+        s = json.loads((tmp_path / run / "metrics.json").read_text())["final"]["scores"]
+        assert s["class_names"] == ["road", "building", "tree", "water"], run
+        assert int(np.sum(s["confusion_matrix"])) == scored, run
+        assert np.isclose(s["miou"], np.nanmean(np.asarray(s["iou"], float)[:3])), run
