@@ -6,7 +6,7 @@
 __all__ = ['SETTINGS_KEY', 'sgo_sgb_paths', 'png_damage', 'png_text', 'settings_diff', 'check_sgb', 'read_sgo_sgb',
            'write_maps_geotiff', 'generate_dataset']
 
-# %% ../nbs/01b_maps.ipynb #2dfdf01d
+# %% ../nbs/01b_maps.ipynb #e73b90e4
 import json
 import os
 import platform
@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .core import atomic_write_bytes, atomic_write_json, imread, remove_stale_temps
+from .core import atomic_write_bytes, atomic_write_json, imread, remove_stale_temps, temp_beside
 from .sam import generate_sgo_sgb
 
 # %% ../nbs/01b_maps.ipynb #60f36c92
@@ -324,12 +324,30 @@ def _in_processes(todo: list, generator, opts: dict, out_dir: Path, record: str,
             for proc in list((pool._processes or {}).values()): proc.terminate()
             pool.shutdown(wait=False, cancel_futures=True); raise
 
-# %% ../nbs/01b_maps.ipynb #fe78f1ec
+# %% ../nbs/01b_maps.ipynb #a2e0ea74
 def _reader_id(reader) -> dict:
     "How images are read, for the settings record: {} for the default reader, else the function and its arguments."
     if reader is None: return {}
     f = getattr(reader, "func", reader)
     return {"reader": dict(function=f"{f.__module__}.{f.__qualname__}", **getattr(reader, "keywords", {}))}
+
+def _writable(folder: Path) -> bool:
+    "Whether this process can create files in `folder` (a read-only mount or folder: False)."
+    try: fd, t = temp_beside(folder / ".probe"); os.close(fd); os.unlink(t)
+    except OSError: return False
+    return True
+
+def _verify_read_only(out_dir: Path, mpath: Path, settings: dict, mine: list, record: str) -> dict:
+    "A folder this process cannot write: its manifest if every map of `mine` is complete with these settings, else an error."
+    entries = _check_manifests(out_dir, mpath, settings)
+    state = _existing_maps(out_dir, mine, record, entries)
+    todo = [stem for stem, _ in mine if state.get(stem, "missing") is not None]
+    if todo:
+        raise PermissionError(f"{out_dir}: cannot be written (read-only), and {len(todo)} of {len(mine)} images have no "
+                              f"complete maps made with these settings (e.g. {todo[:3]}); make the folder writable or "
+                              f"choose another out_dir to generate them")
+    manifest = json.loads(mpath.read_text()) if mpath.is_file() else dict(settings=settings, images=entries)
+    return dict(manifest, status="complete", generated=0, skipped=len(mine), total=len(mine), read_only=True)
 
 def _skip_or_todo(out_dir, mine, state, entries) -> tuple:
     "(images to generate, number skipped): complete maps made with these settings are skipped (and listed)."
@@ -367,6 +385,8 @@ def generate_dataset(images, out_dir, generator, crop: int | None = 512, overlap
     settings = json.loads(json.dumps(dict(generator=_describe(generator), **opts, **_reader_id(reader)), default=str))
     record = json.dumps(settings, sort_keys=True, separators=(",", ":"), ensure_ascii=True)
     mpath = out_dir / ("manifest.json" if num_shards == 1 else f"manifest_{shard}-of-{num_shards}.json")
+    if not overwrite and not _writable(out_dir):       # finished maps on a read-only disk: checked without a lock
+        return _verify_read_only(out_dir, mpath, settings, mine, record)
     held = _run_lock(out_dir, shard, num_shards)
     try:
         for t in remove_stale_temps(out_dir):   # half-written maps of killed runs

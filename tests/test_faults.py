@@ -653,3 +653,27 @@ def test_ctrl_c_stops_the_pool_within_seconds(tmp_path):
     assert "KeyboardInterrupt" in err and took < 6.0, (took, err[-1500:])
     done = len(list((tmp_path / "sgo").glob("*_sgo.png")))
     assert done < 16                                                           # the queued images were dropped
+
+
+def test_finished_maps_on_a_read_only_mount_are_checked_without_a_lock(tmp_path):
+    "A complete SGO folder mounted read-only (root in a container; else skipped): re-checked, nothing written; a gap is an error."
+    ims = []
+    for i in range(3):
+        ims.append(tmp_path / "img" / f"t{i}.png"); ims[-1].parent.mkdir(exist_ok=True)
+        imwrite_png(ims[-1], (np.random.default_rng(i).random((48, 48, 3)) * 255).astype(np.uint8))
+    src, mnt = tmp_path / "maps", tmp_path / "ro"; mnt.mkdir()
+    gen = lambda: SuperpixelGenerator(scale=100)
+    made = generate_dataset(ims, src, gen(), crop=None, min_area=0, progress=False)
+    if os.geteuid() != 0 or subprocess.run(["mount", "--bind", str(src), str(mnt)], capture_output=True).returncode:
+        pytest.skip("cannot bind-mount here")
+    try:
+        if subprocess.run(["mount", "-o", "remount,bind,ro", str(mnt)], capture_output=True).returncode:
+            pytest.skip("cannot remount read-only here")
+        before = {p.name: p.read_bytes() for p in mnt.iterdir()}
+        m = generate_dataset(ims, mnt, gen(), crop=None, min_area=0, progress=False)
+        assert (m["status"], m["generated"], m["skipped"], m["read_only"]) == ("complete", 0, 3, True)
+        assert m["images"] == made["images"]
+        with pytest.raises(PermissionError, match=r"ro: cannot be written \(read-only\), and 1 of 4 images"):
+            generate_dataset(ims + [ims[0].with_name("t_new.png")], mnt, gen(), crop=None, min_area=0, progress=False)
+        assert {p.name: p.read_bytes() for p in mnt.iterdir()} == before           # nothing written, no lock file
+    finally: subprocess.run(["umount", str(mnt)], check=True)
