@@ -534,7 +534,7 @@ def _instances_index(instances) -> Path:
                                 f"make_synthetic_loveda (instances=True) and pass its <root>/instances folder")
     return p
 
-# %% ../nbs/01a_generators.ipynb #6dc98303
+# %% ../nbs/01a_generators.ipynb #00ee56b3
 def compare_generators(image: np.ndarray, generators: dict, crop: int | None = 512, max_objects: int = 50,
                        min_area: int = 50, **kw) -> dict:
     "{name: (sgo, sgb, seconds)} of each generator in `generators` ({name: generator}) on one image."
@@ -552,15 +552,24 @@ def _sgo_colours(sgo: np.ndarray) -> np.ndarray:
     pal = np.random.default_rng(0).uniform(0.2, 1.0, (max(n, 1), 3)); pal[0] = 0
     return pal[sgo]
 
-def generators_figure(image: np.ndarray, maps: dict, dpi: int = 80, size: float = 2.2):
-    "Fig. 1 layout, one row per generator: image | SGO | SGB, from `compare_generators`' `maps`."
+def _quality_line(sgo, sgb, label) -> str:
+    "The prior's figures against `label` (255 ignored) in one caption line: `01c_priors`."
+    from ssrs_nb.priors import prior_quality
+    q = prior_quality(sgo, sgb, label)
+    return (f"purity {q['purity']:.2f}, coverage {q['coverage']:.2f}\nboundary P {q['boundary_precision']:.2f} "
+            f"R {q['boundary_recall']:.2f} F1 {q['boundary_f1']:.2f}")
+
+def generators_figure(image: np.ndarray, maps: dict, dpi: int = 80, size: float = 2.2, label: np.ndarray | None = None):
+    "Fig. 1 layout, one row per generator: image | SGO | SGB from `compare_generators`; with `label`, each prior's figures."
     import matplotlib.pyplot as plt
-    fig, axes = plt.subplots(len(maps), 3, figsize=(3 * size, len(maps) * size), dpi=dpi, squeeze=False)
+    fig, axes = plt.subplots(len(maps), 3, figsize=(3 * size, len(maps) * (size + (0.35 if label is not None else 0))),
+                             dpi=dpi, squeeze=False)
     for row, (name, (sgo, sgb, *rest)) in zip(axes, maps.items()):
         secs = f", {rest[0]:.2f} s" if rest else ""
         for a, x, t in zip(row, (image, _sgo_colours(sgo), sgb),
                            (f"{name}", f"SGO: {int(sgo.max())} objects{secs}", "SGB")):
             a.imshow(x, cmap="gray" if x.ndim == 2 else None, interpolation="nearest")
             a.set_title(t, fontsize=8); a.set_xticks([]); a.set_yticks([])
+        if label is not None: row[2].set_xlabel(_quality_line(sgo, sgb, label), fontsize=7)
     fig.tight_layout()
     return fig
