@@ -433,7 +433,7 @@ def image_to_tensor(img: np.ndarray) -> torch.Tensor:
     np.divide(img.transpose(2, 0, 1), np.float32(255), out=out)
     return torch.from_numpy(out)
 
-# %% ../nbs/00_core.ipynb #57fbbc1f
+# %% ../nbs/00_core.ipynb #963233d6
 IGNORE_INDEX = 255
 
 @dataclass(frozen=True)
@@ -459,6 +459,7 @@ class DatasetPreset:
     root: str | None = None         # folder the spec's paths are relative to (its data_root, else its own folder)
     source: str | None = None       # the spec file
     scenes: tuple = ()              # 'loveda' layout: the scene folders ('Urban', 'Rural') ids are looked for in
+    colour_tolerance: int = 0       # 'palette' labels: a colour this close (max over R, G, B) to a listed one is read as it
 
     @property
     def num_classes(self) -> int: return len(self.classes)
@@ -466,7 +467,7 @@ class DatasetPreset:
 DatasetName = Literal["vaihingen", "loveda", "loveda_rural", "loveda_urban_rural", "potsdam", "potsdam_irrg"]  # DATASETS
 LabelEncoding = Literal["index", "palette"]
 SPEC_KEYS = ("name", "classes", "palette", "labels", "values", "ignore", "mean_classes", "bands", "scale", "splits",
-             "eval_stride", "window", "sam_crop", "data_root", "layout", "scenes")
+             "eval_stride", "window", "sam_crop", "data_root", "layout", "scenes", "colour_tolerance")
 SPLIT_KEYS = ("images", "labels", "eroded", "ids")
 SPEC_DIR = Path(__file__).parent/"specs" if "__file__" in globals() else Path("../ssrs_nb/specs")
 _DEFAULT_COLOURS = ((230, 25, 75), (60, 180, 75), (255, 225, 25), (0, 130, 200), (245, 130, 48), (145, 30, 180),
@@ -551,6 +552,14 @@ def _spec_labels(src, d: dict, n: int) -> tuple:
                                f"expected {n} distinct values, none ignored")
     return labels, tuple(values), tuple(ignore)
 
+def _spec_tolerance(src, d: dict, labels: str) -> int:
+    "`colour_tolerance` of a spec: 0…127 (below half the smallest step between two colours of the ISPRS palette)."
+    tol = d.get("colour_tolerance", 0)
+    if not (isinstance(tol, int) and not isinstance(tol, bool) and 0 <= tol <= 127):
+        raise _spec_error(src, f"colour_tolerance={tol!r}; expected an integer 0…127 (0: exact colours only)")
+    if tol and labels != "palette": raise _spec_error(src, "colour_tolerance applies to labels: palette only; remove it")
+    return tol
+
 def _spec_int(src, d: dict, key: str, default):
     v = d.get(key, default)
     if v is not None and not (isinstance(v, int) and not isinstance(v, bool) and v >= 1):
@@ -591,7 +600,8 @@ def _spec_from_dict(d, src: Path) -> DatasetPreset:
         test_stride=_spec_int(src, d, "eval_stride", 32), window=_spec_int(src, d, "window", 256), layout=layout,
         labels=labels, values=values, ignore=ignore, bands=None if bands is None else tuple(bands),
         scale=None if d.get("scale") is None else str(d["scale"]), splits=splits, sam_crop=_spec_int(src, d, "sam_crop", None),
-        root=None if layout or shipped else str(root), source=str(src), scenes=_spec_scenes(src, d, layout))
+        root=None if layout or shipped else str(root), source=str(src), scenes=_spec_scenes(src, d, layout),
+        colour_tolerance=_spec_tolerance(src, d, labels))
 
 _SPEC_CACHE: dict = {}
 

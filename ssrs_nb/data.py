@@ -19,7 +19,7 @@ from torch.utils.data import Dataset
 from .core import IGNORE_INDEX, MAX_PIXELS, check_choice, get_preset, imread
 from .maps import read_sgo_sgb, sgo_sgb_paths
 
-# %% ../nbs/02_data.ipynb #237f5993
+# %% ../nbs/02_data.ipynb #c0fdd9a7
 def _rgb_code(arr: np.ndarray) -> np.ndarray:
     "H×W×3 uint8 → H×W uint32 code r·2¹⁶ + g·2⁸ + b."
     a = arr.astype(np.uint32)
@@ -78,13 +78,28 @@ def _decode_colours(arr: np.ndarray, path, spec) -> np.ndarray:
     order = np.argsort(codes); codes, ids = codes[order], ids[order]
     c = _rgb_code(arr)
     pos = np.searchsorted(codes, c).clip(0, len(codes) - 1)
-    bad = codes[pos] != c
+    bad, out = codes[pos] != c, ids[pos]
+    if bad.any() and spec.colour_tolerance: bad = _snap_colours(c, bad, out, spec)
     if bad.any():
         u, n = np.unique(c[bad], return_counts=True)
         found = ", ".join(f"({v >> 16}, {(v >> 8) & 255}, {v & 255}) on {k} px" for v, k in zip(u[:8].tolist(), n[:8].tolist()))
+        tol = f"a colour_tolerance above {spec.colour_tolerance}" if spec.colour_tolerance else "colour_tolerance: N"
         raise ValueError(f"{path}: colour(s) {found}{f' and {len(u) - 8} more' if len(u) > 8 else ''} are neither in the "
-                         f"palette nor in ignore of {_src(spec)}; add them to ignore (not scored) or fix the labels")
-    return ids[pos]
+                         f"palette nor in ignore of {_src(spec)}; add them to ignore (not scored), read colours near a "
+                         f"listed one as it with {tol} in the spec, or fix the labels")
+    return out
+
+def _snap_colours(c: np.ndarray, bad: np.ndarray, out: np.ndarray, spec) -> np.ndarray:
+    """Pixels of off-palette colours within `spec.colour_tolerance` (max over R, G, B) of a palette or ignore colour get
+    that colour's id in `out` (the nearest; the first listed on a tie); returns the pixels still unmatched."""
+    ref = np.asarray(spec.palette + spec.ignore, np.int32)
+    ref_ids = np.asarray(list(range(spec.num_classes)) + [IGNORE_INDEX] * len(spec.ignore), np.uint8)
+    u, inv = np.unique(c[bad], return_inverse=True)                     # distances per distinct colour, not per pixel
+    d = np.abs(np.stack([u >> 16, (u >> 8) & 255, u & 255], -1).astype(np.int32)[:, None] - ref[None]).max(-1)
+    j = d.argmin(1); ok = d[np.arange(len(u)), j] <= spec.colour_tolerance
+    out[bad] = np.where(ok[inv], ref_ids[j][inv], out[bad])
+    still = bad.copy(); still[bad] = ~ok[inv]
+    return still
 
 def _decode_values(arr: np.ndarray, path, spec) -> np.ndarray:
     "Index labels of a spec: value `values[k]` → k, `ignore` values → 255, any other value refused with its pixel count."
