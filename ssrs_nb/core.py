@@ -455,7 +455,7 @@ def image_to_tensor(img: np.ndarray) -> torch.Tensor:
     np.divide(img.transpose(2, 0, 1), np.float32(255), out=out)
     return torch.from_numpy(out)
 
-# %% ../nbs/00_core.ipynb #d1887340
+# %% ../nbs/00_core.ipynb #963233d6
 IGNORE_INDEX = 255
 
 @dataclass(frozen=True)
@@ -480,14 +480,16 @@ class DatasetPreset:
     sam_crop: int | None = None     # SAM crop size for this dataset's maps (None: the generator's default)
     root: str | None = None         # folder the spec's paths are relative to (its data_root, else its own folder)
     source: str | None = None       # the spec file
+    scenes: tuple = ()              # 'loveda' layout: the scene folders ('Urban', 'Rural') ids are looked for in
+    colour_tolerance: int = 0       # 'palette' labels: a colour this close (max over R, G, B) to a listed one is read as it
 
     @property
     def num_classes(self) -> int: return len(self.classes)
 
-DatasetName = Literal["vaihingen", "loveda"]   # the keys of DATASETS
+DatasetName = Literal["vaihingen", "loveda", "loveda_rural", "loveda_urban_rural", "potsdam", "potsdam_irrg"]  # DATASETS
 LabelEncoding = Literal["index", "palette"]
 SPEC_KEYS = ("name", "classes", "palette", "labels", "values", "ignore", "mean_classes", "bands", "scale", "splits",
-             "eval_stride", "window", "sam_crop", "data_root", "layout")
+             "eval_stride", "window", "sam_crop", "data_root", "layout", "scenes", "colour_tolerance")
 SPLIT_KEYS = ("images", "labels", "eroded", "ids")
 SPEC_DIR = Path(__file__).parent/"specs" if "__file__" in globals() else Path("../ssrs_nb/specs")
 _DEFAULT_COLOURS = ((230, 25, 75), (60, 180, 75), (255, 225, 25), (0, 130, 200), (245, 130, 48), (145, 30, 180),
@@ -572,11 +574,28 @@ def _spec_labels(src, d: dict, n: int) -> tuple:
                                f"expected {n} distinct values, none ignored")
     return labels, tuple(values), tuple(ignore)
 
+def _spec_tolerance(src, d: dict, labels: str) -> int:
+    "`colour_tolerance` of a spec: 0…127 (below half the smallest step between two colours of the ISPRS palette)."
+    tol = d.get("colour_tolerance", 0)
+    if not (isinstance(tol, int) and not isinstance(tol, bool) and 0 <= tol <= 127):
+        raise _spec_error(src, f"colour_tolerance={tol!r}; expected an integer 0…127 (0: exact colours only)")
+    if tol and labels != "palette": raise _spec_error(src, "colour_tolerance applies to labels: palette only; remove it")
+    return tol
+
 def _spec_int(src, d: dict, key: str, default):
     v = d.get(key, default)
     if v is not None and not (isinstance(v, int) and not isinstance(v, bool) and v >= 1):
         raise _spec_error(src, f"{key}={v!r}; expected an integer >= 1")
     return v
+
+def _spec_scenes(src, d: dict, layout) -> tuple:
+    "`scenes` of a 'loveda' layout spec: LoveDA scene folders (default Urban, the paper's)."
+    sc = d.get("scenes", ["Urban"] if layout == "loveda" else None)
+    if sc is None: return ()
+    if layout != "loveda": raise _spec_error(src, "scenes= applies to layout: loveda only; remove it")
+    if not (isinstance(sc, list) and sc and set(sc) <= {"Urban", "Rural"} and len(set(sc)) == len(sc)):
+        raise _spec_error(src, f"scenes={sc!r}; expected a list of LoveDA scenes, e.g. [Urban], [Rural] or [Urban, Rural]")
+    return tuple(sc)
 
 def _spec_from_dict(d, src: Path) -> DatasetPreset:
     "A `DatasetPreset` from the mapping `d` read from the spec file `src`, every key checked."
@@ -596,19 +615,21 @@ def _spec_from_dict(d, src: Path) -> DatasetPreset:
         raise _spec_error(src, f"bands={bands!r}; expected three 1-based band numbers, e.g. bands: [3, 2, 1]")
     splits = _spec_splits(src, d, layout)
     root = src.parent / d["data_root"] if isinstance(d.get("data_root"), str) else src.parent
+    shipped = src.parent.resolve() == SPEC_DIR.resolve()         # a built-in preset: its data lie where the user says
     return DatasetPreset(
         name=d["name"], classes=classes, palette=pal, eval_classes=ev,
         train_ids=tuple(splits.get("train", {}).get("ids", ())), test_ids=tuple(splits.get("test", {}).get("ids", ())),
         test_stride=_spec_int(src, d, "eval_stride", 32), window=_spec_int(src, d, "window", 256), layout=layout,
         labels=labels, values=values, ignore=ignore, bands=None if bands is None else tuple(bands),
         scale=None if d.get("scale") is None else str(d["scale"]), splits=splits, sam_crop=_spec_int(src, d, "sam_crop", None),
-        root=None if layout else str(root), source=str(src))
+        root=None if layout or shipped else str(root), source=str(src), scenes=_spec_scenes(src, d, layout),
+        colour_tolerance=_spec_tolerance(src, d, labels))
 
 _SPEC_CACHE: dict = {}
 
 def load_spec(path_or_name) -> DatasetPreset:
     "The dataset spec of a YAML file (or of a built-in preset's name: its spec shipped in `ssrs_nb/specs`), checked."
-    p = Path(SPEC_DIR/f"{path_or_name}.yaml") if str(path_or_name) in ("vaihingen", "loveda") else Path(path_or_name)
+    p = Path(SPEC_DIR/f"{path_or_name}.yaml") if str(path_or_name) in get_args(DatasetName) else Path(path_or_name)
     if not p.is_file():
         raise FileNotFoundError(f"{p}: dataset spec file not found; pass a YAML spec file (format: nbs/02b_specs.ipynb) "
                                 f"or a built-in preset name {sorted(DATASETS) if 'DATASETS' in globals() else ''}")
@@ -623,7 +644,7 @@ def load_spec(path_or_name) -> DatasetPreset:
 DATASETS = {n: dataclasses.replace(load_spec(n), source=None) for n in get_args(DatasetName)}
 
 def get_preset(name) -> DatasetPreset:
-    "The `DatasetPreset` called `name` ('vaihingen', 'loveda', or a YAML dataset spec file `*.yaml`/`*.yml`)."
+    "The `DatasetPreset` called `name` (a key of `DATASETS` such as 'vaihingen', or a YAML dataset spec file `*.yaml`)."
     if isinstance(name, DatasetPreset): return name
     if isinstance(name, str) and name in DATASETS: return DATASETS[name]
     if isinstance(name, (str, os.PathLike)) and str(name).lower().endswith((".yaml", ".yml")): return load_spec(name)

@@ -4,8 +4,8 @@
 
 # %% auto #0
 __all__ = ['VAIHINGEN_LAYOUT', 'LOVEDA_LAYOUT', 'read_label', 'parse_scale', 'scale_limits', 'scale_to_uint8', 'read_image',
-           'Tile', 'list_tiles', 'load_tile', 'iter_test_tiles', 'renumber_sgo', 'default_cache_dir', 'cache_tile',
-           'WindowDataset']
+           'Tile', 'eroded_default', 'list_tiles', 'load_tile', 'iter_test_tiles', 'renumber_sgo', 'default_cache_dir',
+           'cache_tile', 'WindowDataset']
 
 # %% ../nbs/02_data.ipynb #0b5342c9
 import glob
@@ -23,7 +23,7 @@ from torch.utils.data import Dataset
 from .core import IGNORE_INDEX, MAX_PIXELS, atomic_write, check_choice, get_preset, imread
 from .maps import read_sgo_sgb, sgo_sgb_paths
 
-# %% ../nbs/02_data.ipynb #f88eb42d
+# %% ../nbs/02_data.ipynb #c0fdd9a7
 def _rgb_code(arr: np.ndarray) -> np.ndarray:
     "H×W×3 uint8 → H×W uint32 code r·2¹⁶ + g·2⁸ + b."
     a = arr.astype(np.uint32)
@@ -68,28 +68,47 @@ def _decode_loveda(arr: np.ndarray, path) -> np.ndarray:
                          f"outside 0…7; expected 0 = no-data, 1…7 = background … agriculture")
     return _LOVEDA_LUT[arr]
 
+def _src(spec) -> str:
+    "How errors name a spec: its file, or the built-in preset's shipped file."
+    return spec.source or f"the {spec.name} preset (ssrs_nb/specs/{spec.name}.yaml)"
+
 def _decode_colours(arr: np.ndarray, path, spec) -> np.ndarray:
     "RGB labels of a spec with `labels: palette`: palette colour k → k, `ignore` colours → 255, any other colour refused."
     if arr.ndim != 3 or arr.shape[2] != 3:
-        raise ValueError(f"{path}: label has shape {arr.shape}, but {spec.source} says labels: palette (H×W×3 RGB colours); "
+        raise ValueError(f"{path}: label has shape {arr.shape}, but {_src(spec)} says labels: palette (H×W×3 RGB colours); "
                          f"use labels: index for single-channel class-value labels")
     codes = np.asarray([(r << 16) | (g << 8) | b for r, g, b in spec.palette + spec.ignore], np.uint32)
     ids = np.asarray(list(range(spec.num_classes)) + [IGNORE_INDEX] * len(spec.ignore), np.uint8)
     order = np.argsort(codes); codes, ids = codes[order], ids[order]
     c = _rgb_code(arr)
     pos = np.searchsorted(codes, c).clip(0, len(codes) - 1)
-    bad = codes[pos] != c
+    bad, out = codes[pos] != c, ids[pos]
+    if bad.any() and spec.colour_tolerance: bad = _snap_colours(c, bad, out, spec)
     if bad.any():
         u, n = np.unique(c[bad], return_counts=True)
         found = ", ".join(f"({v >> 16}, {(v >> 8) & 255}, {v & 255}) on {k} px" for v, k in zip(u[:8].tolist(), n[:8].tolist()))
+        tol = f"a colour_tolerance above {spec.colour_tolerance}" if spec.colour_tolerance else "colour_tolerance: N"
         raise ValueError(f"{path}: colour(s) {found}{f' and {len(u) - 8} more' if len(u) > 8 else ''} are neither in the "
-                         f"palette nor in ignore of {spec.source}; add them to ignore (not scored) or fix the labels")
-    return ids[pos]
+                         f"palette nor in ignore of {_src(spec)}; add them to ignore (not scored), read colours near a "
+                         f"listed one as it with {tol} in the spec, or fix the labels")
+    return out
+
+def _snap_colours(c: np.ndarray, bad: np.ndarray, out: np.ndarray, spec) -> np.ndarray:
+    """Pixels of off-palette colours within `spec.colour_tolerance` (max over R, G, B) of a palette or ignore colour get
+    that colour's id in `out` (the nearest; the first listed on a tie); returns the pixels still unmatched."""
+    ref = np.asarray(spec.palette + spec.ignore, np.int32)
+    ref_ids = np.asarray(list(range(spec.num_classes)) + [IGNORE_INDEX] * len(spec.ignore), np.uint8)
+    u, inv = np.unique(c[bad], return_inverse=True)                     # distances per distinct colour, not per pixel
+    d = np.abs(np.stack([u >> 16, (u >> 8) & 255, u & 255], -1).astype(np.int32)[:, None] - ref[None]).max(-1)
+    j = d.argmin(1); ok = d[np.arange(len(u)), j] <= spec.colour_tolerance
+    out[bad] = np.where(ok[inv], ref_ids[j][inv], out[bad])
+    still = bad.copy(); still[bad] = ~ok[inv]
+    return still
 
 def _decode_values(arr: np.ndarray, path, spec) -> np.ndarray:
     "Index labels of a spec: value `values[k]` → k, `ignore` values → 255, any other value refused with its pixel count."
     if arr.ndim != 2 or arr.dtype.kind not in "ui":
-        raise ValueError(f"{path}: label has shape {arr.shape} and dtype {arr.dtype}, but {spec.source} says labels: index "
+        raise ValueError(f"{path}: label has shape {arr.shape} and dtype {arr.dtype}, but {_src(spec)} says labels: index "
                          f"(a single-channel integer image); use labels: palette for RGB colour labels")
     lut = np.full(max(int(arr.max(initial=0)), *spec.values, *spec.ignore) + 1, -1, np.int16)
     lut[list(spec.ignore)] = IGNORE_INDEX
@@ -98,7 +117,7 @@ def _decode_values(arr: np.ndarray, path, spec) -> np.ndarray:
     if (out < 0).any():
         u, n = np.unique(arr[out < 0], return_counts=True)
         raise ValueError(f"{path}: label values {dict(zip(u.tolist()[:8], n.tolist()[:8]))} (value: px) are neither class "
-                         f"values {list(spec.values)} nor ignore {list(spec.ignore)} of {spec.source}; add them to ignore "
+                         f"values {list(spec.values)} nor ignore {list(spec.ignore)} of {_src(spec)}; add them to ignore "
                          f"(not scored) or fix the labels")
     return out.astype(np.uint8)
 
@@ -175,7 +194,7 @@ def read_image(path, bands=None, scale=None, max_pixels: int | None = MAX_PIXELS
     if img.dtype == np.uint8 and scale is None: return img
     return scale_to_uint8(img, *scale_limits(img, scale, path))
 
-# %% ../nbs/02_data.ipynb #0e0da748
+# %% ../nbs/02_data.ipynb #a9e790ed
 VAIHINGEN_LAYOUT = """<root>/
   top/top_mosaic_09cm_area{N}.tif                                   image, NIR-R-G uint8
   gts_for_participants/top_mosaic_09cm_area{N}.tif                  full ground truth, RGB colours
@@ -184,8 +203,8 @@ VAIHINGEN_LAYOUT = """<root>/
       (or top_mosaic_09cm_area{N}_noBoundary.tif directly under <root>)"""
 
 LOVEDA_LAYOUT = """<root>/
-  Train/{scene}/images_png/{id}.png   Train/{scene}/masks_png/{id}.png   (paper train ids 1366-2521, Urban)
-  Val/{scene}/images_png/{id}.png     Val/{scene}/masks_png/{id}.png     (paper test ids 3514-4190, Urban)"""
+  Train/{scene}/images_png/{id}.png   Train/{scene}/masks_png/{id}.png   (train ids: Rural 0-1365, Urban 1366-2521)
+  Val/{scene}/images_png/{id}.png     Val/{scene}/masks_png/{id}.png     (test ids: Rural 2522-3513, Urban 3514-4190)"""
 
 @dataclass(frozen=True)
 class Tile:
@@ -207,36 +226,39 @@ def _vaihingen_paths(root: Path, i: int, eroded: bool):
                     else ("gts_for_participants", img.name))
     return img, [root/folder/name, root/name]
 
-def _loveda_paths(root: Path, i: int, scene: str, split: str):
+def _loveda_paths(root: Path, i: int, scenes: tuple, split: str):
+    "Image and mask of id `i`: looked for in the split's folder, then the other one, in each of `scenes`."
     parts = ("Train", "Val") if split == "train" else ("Val", "Train")
     for p in parts:
-        img = root/p/scene/"images_png"/f"{i}.png"
-        if img.is_file(): return img, [root/p/scene/"masks_png"/f"{i}.png"]
-    return root/parts[0]/scene/"images_png"/f"{i}.png", [root/parts[0]/scene/"masks_png"/f"{i}.png"]
+        for sc in scenes:
+            img = root/p/sc/"images_png"/f"{i}.png"
+            if img.is_file(): return img, [root/p/sc/"masks_png"/f"{i}.png"]
+    return root/parts[0]/scenes[0]/"images_png"/f"{i}.png", [root/parts[0]/scenes[0]/"masks_png"/f"{i}.png"]
 
 def _missing_error(root, what: str, missing: list, layout: str, fix: str) -> FileNotFoundError:
     show = "\n  ".join(missing[:8]) + (f"\n  … and {len(missing) - 8} more" if len(missing) > 8 else "")
     return FileNotFoundError(f"{root}: {len(missing)} file(s) of {what} are missing:\n  {show}\n"
                              f"Expected layout:\n{layout}\n{fix}")
 
-def _official_tiles(dataset: str, preset, root: Path, split: str, ids, eroded, scene: str) -> list:
-    "Tiles of a preset with an official `layout` ('vaihingen' / 'loveda')."
+def _official_tiles(dataset: str, preset, root: Path, split: str, ids, eroded, scene: str | None) -> list:
+    "Tiles of a preset with an official `layout` ('vaihingen' / 'loveda'); LoveDA: in `scene`, else the preset's `scenes`."
     check_choice("split", split, ("train", "test"))
     vai = preset.layout == "vaihingen"
-    layout = VAIHINGEN_LAYOUT if vai else LOVEDA_LAYOUT.replace("{scene}", scene)
+    scenes = (scene,) if scene is not None else (preset.scenes or ("Urban",))
+    layout = VAIHINGEN_LAYOUT if vai else LOVEDA_LAYOUT.replace("{scene}", "|".join(scenes))
     if not root.is_dir():
         raise FileNotFoundError(f"{root}: {dataset} root folder not found. Expected the official layout:\n{layout}\n"
                                 f"Unpack the official archives there, or generate look-alike data with "
                                 f"make_synthetic_{preset.layout}(root).")
     if not vai:
         if eroded: raise ValueError("eroded=True: LoveDA has no eroded ground truth; use eroded=None or False")
-        check_choice("scene", scene, ("Urban", "Rural"))
-    else: eroded = (split == "test") if eroded is None else bool(eroded)
+        for sc in scenes: check_choice("scene", sc, ("Urban", "Rural"))
+    else: eroded = eroded_default(dataset, split) if eroded is None else bool(eroded)
     ids = list(preset.train_ids if split == "train" else preset.test_ids) if ids is None else [int(i) for i in ids]
     if not ids: raise ValueError(f"ids=[]: no tiles requested for {dataset} {split}; pass None for the paper's split")
     tiles, missing = [], []
     for i in ids:
-        img, labs = _vaihingen_paths(root, i, bool(eroded)) if vai else _loveda_paths(root, i, scene, split)
+        img, labs = _vaihingen_paths(root, i, bool(eroded)) if vai else _loveda_paths(root, i, scenes, split)
         lab = next((p for p in labs if p.is_file()), None)
         if not img.is_file(): missing.append(str(img))
         if lab is None: missing.append(" or ".join(map(str, labs)))
@@ -251,7 +273,7 @@ def _spec_images(spec, sp: dict, root: Path, split: str, ids) -> list:
     if "{id}" in sp["images"]: return [(i, root/sp["images"].format(id=i)) for i in ids]
     found = sorted(Path(p) for p in glob.glob(str(root/sp["images"])))
     if not found:
-        raise FileNotFoundError(f"{root/sp['images']}: no image matches splits.{split}.images of {spec.source}; "
+        raise FileNotFoundError(f"{root/sp['images']}: no image matches splits.{split}.images of {_src(spec)}; "
                                 f"check the pattern (relative to {root}) or pass data_root")
     if ids is None: return [(p.stem, p) for p in found]
     by_stem = {p.stem: p for p in found}
@@ -260,11 +282,17 @@ def _spec_images(spec, sp: dict, root: Path, split: str, ids) -> list:
 def _spec_tiles(dataset: str, spec, root, split: str, ids, eroded) -> list:
     "Tiles of a dataset spec's `split`: its `images`, and `labels` (or `eroded` for scoring) with {stem}/{id} filled in."
     sp = spec.splits.get(split)
-    if sp is None: raise ValueError(f"{spec.source}: no split {split!r}; it has {list(spec.splits)}; add splits.{split}")
+    if sp is None: raise ValueError(f"{_src(spec)}: no split {split!r}; it has {list(spec.splits)}; add splits.{split}")
+    if root is None and spec.root is None:
+        raise ValueError(f"root=None: {_src(spec)} reads its files under the folder you give; pass root= (ssrs-train "
+                         f"data_root=) with the unpacked archives: {sp['images']}, {sp.get('eroded', sp['labels'])}")
     root = Path(spec.root if root is None else root)
+    if not root.is_dir():
+        raise FileNotFoundError(f"{root}: data root of {_src(spec)} not found; pass the folder that holds "
+                                f"{sp['images']} and {sp['labels']}")
     if eroded and "eroded" not in sp:
-        raise ValueError(f"eroded=True: splits.{split} of {spec.source} has no eroded label template; add splits.{split}.eroded")
-    key = "eroded" if ("eroded" in sp if eroded is None else eroded) else "labels"
+        raise ValueError(f"eroded=True: splits.{split} of {_src(spec)} has no eroded label template; add splits.{split}.eroded")
+    key = "eroded" if (eroded_default(spec, split) if eroded is None else eroded) else "labels"
     pairs = _spec_images(spec, sp, root, split, sp.get("ids") if ids is None else list(ids))
     tiles, missing = [], []
     for i, img in pairs:
@@ -273,12 +301,18 @@ def _spec_tiles(dataset: str, spec, root, split: str, ids, eroded) -> list:
             if not p.is_file(): missing.append(str(p))
         if img.is_file() and lab.is_file(): tiles.append(Tile(dataset, i, img, lab))
     if missing:
-        raise _missing_error(root, f"{spec.source} split {split}", missing, f"  images: {sp['images']}\n  {key}: {sp[key]}",
+        raise _missing_error(root, f"{_src(spec)} split {split}", missing, f"  images: {sp['images']}\n  {key}: {sp[key]}",
                              "Fix the paths in the spec (relative to its folder, or to data_root), or pass ids=.")
     return tiles
 
+def eroded_default(dataset, split: str) -> bool:
+    "Whether `split` is read with its eroded labels by default: Vaihingen's test split; a spec's splits but train with `eroded`."
+    spec = get_preset(dataset)
+    if spec.layout is not None: return spec.layout == "vaihingen" and split == "test"
+    return split != "train" and "eroded" in spec.splits.get(split, {})
+
 def list_tiles(dataset, root, split: str, ids: Sequence[int | str] | None = None, eroded: bool | None = None,
-               scene: str = "Urban") -> list:
+               scene: str | None = None) -> list:
     "The tiles of `split` ('train'/'test', the paper's ids unless `ids`) in the official layout at `root`, or of a spec's split."
     preset = get_preset(dataset)
     if preset.layout is None: return _spec_tiles(str(dataset), preset, root, split, ids, eroded)

@@ -358,8 +358,9 @@ def _split_tiles(cfg: TrainConfig) -> tuple:
         raise ValueError(f"val_tiles={cfg.val_tiles}: only {len(train_tiles)} training tiles in {cfg.data_root}; "
                          f"hold out fewer so at least one is left for training")
     train_tiles, val_tiles = train_tiles[:-cfg.val_tiles], train_tiles[-cfg.val_tiles:]
-    if cfg.dataset == "vaihingen":                       # Vaihingen is scored on the eroded ground truth
-        val_tiles = list_tiles(cfg.dataset, root, "test", ids=[t.id for t in val_tiles])
+    spec = get_preset(cfg.dataset)                       # Vaihingen, Potsdam: scored on the eroded ground truth
+    if spec.layout == "vaihingen" or "eroded" in spec.splits.get("train", {}):
+        val_tiles = list_tiles(cfg.dataset, root, "train", ids=[t.id for t in val_tiles], eroded=True)
     return train_tiles, val_tiles, test_tiles
 
 def _wrap_ddp(model: nn.Module, device: torch.device, world: int) -> tuple:

@@ -124,3 +124,78 @@ def test_window_determinism_and_workers(vai_maps):
     assert torch.equal(torch.stack(list(next(iter(DataLoader(c, batch_size=6, sampler=range(12, 18))))["label"])),
                        torch.stack(e3[12:18]))
     assert WindowDataset(tiles, window=32, length=4, seed=5, progress=False)[0]["label"].shape == (32, 32)
+
+
+# ---------------------------------------------------------------- ssrs-check-dataset
+def _check_cli(*args):
+    "`ssrs-check-dataset` as installed, else the same entry point through this interpreter."
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+    exe = Path(sys.executable).parent / "ssrs-check-dataset"
+    cmd = [str(exe)] if exe.is_file() else [sys.executable, "-c", "import sys; from ssrs_nb.specs import "
+                                            "check_dataset_main; sys.exit(check_dataset_main())"]
+    return subprocess.run(cmd + [str(a) for a in args], capture_output=True, text=True, timeout=120,
+                          env={**os.environ, "OMP_NUM_THREADS": "1"})
+
+
+def test_check_dataset_cli(tmp_path):
+    import json
+
+    rasterio = pytest.importorskip("rasterio")
+    from ssrs_nb.core import imwrite_png
+    from ssrs_nb.specs import make_example_dataset, write_geotiff
+    spec = make_example_dataset(tmp_path, n_train=2, n_test=1, size=64, seed=3)
+    lab0 = rasterio.open(tmp_path / "labels/train/scene_train0_lbl.tif").read(1)
+    write_geotiff(tmp_path / "scenes/train/scene_train2.tif", np.zeros((64, 64, 4), np.uint16))
+    write_geotiff(tmp_path / "labels/train/scene_train2_lbl.tif", lab0, crs="EPSG:4326")       # CRS disagrees
+    rng = np.random.default_rng(0)
+    for stem in ("scene_train0", "scene_train1", "scene_train2"):                              # random objects / boundaries
+        imwrite_png(tmp_path / f"maps/{stem}_sgo.png", rng.integers(0, 3, (64, 64)).astype(np.uint16))
+        imwrite_png(tmp_path / f"maps/{stem}_sgb.png", (rng.random((64, 64)) < 0.1).astype(np.uint8) * 255)
+    r = _check_cli(spec, "--sgo-root", tmp_path / "maps", "--json", tmp_path / "rep.json")
+    assert r.returncode == 1, r.stderr                                                          # problems listed
+    rep = json.loads((tmp_path / "rep.json").read_text())
+    for split in ("train", "test"):                                                             # independently: NumPy
+        files = sorted((tmp_path / "labels" / split).glob("*_lbl.tif"))
+        h = np.histogram(np.concatenate([rasterio.open(f).read(1).ravel() for f in files]), bins=np.arange(257))[0]
+        got = rep["splits"][split]
+        assert got["scenes"] == [f.name[:-8] for f in files]
+        assert got["histogram"] == dict(zip(["road", "building", "tree", "water"], h[:4].tolist()))
+        assert (got["ignored"], got["pixels"]) == (h[255], h.sum()) and got["ignored_fraction"] == h[255] / h.sum()
+        assert f"{h[0]:,} ({100 * h[0] / h.sum():.1f} %)" in r.stdout
+    sgo = np.stack([imread(tmp_path / f"maps/scene_train{k}_sgo.png") for k in range(3)])
+    sgb = np.stack([imread(tmp_path / f"maps/scene_train{k}_sgb.png") for k in range(3)])
+    tr = rep["splits"]["train"]
+    assert tr["sgo_coverage"] == (sgo > 0).mean() and tr["sgb_fraction"] == (sgb > 0).mean() and tr["scenes_with_maps"] == 3
+    assert rep["splits"]["test"]["scenes_with_maps"] == 0
+    probs = {(p["scene"], p["problem"].split(": ", 1)[1].split(";")[0]) for p in rep["problems"]}
+    assert probs == {("scene_train2", "label CRS EPSG:4326 differs from EPSG:32632 of its image"),
+                     ("scene_test0", "map not found")}, probs
+    assert "problems: 2" in r.stdout and "SGO coverage" in r.stdout
+    assert _check_cli(spec, "--split", "test").returncode == 0
+    bad = _check_cli(tmp_path / "nope.yaml")
+    assert bad.returncode == 2 and "nope.yaml: dataset spec file not found" in bad.stderr
+    bad = _check_cli("vaihingen")
+    assert bad.returncode == 2 and "pass root= (--root DIR)" in bad.stderr
+
+
+def test_potsdam_real_crop(realdata, tmp_path):
+    "The real Potsdam 2_10 crop (an RGB PNG and an index PNG) written into the official layout and read by the preset."
+    import tifffile
+
+    from ssrs_nb.core import get_preset
+    rgb = imread(realdata / "potsdam/top_potsdam_2_10_RGB_crop512.png")
+    idx = imread(realdata / "potsdam/top_potsdam_2_10_label_index_crop512.png")            # 0 eroded, 1…6 classes
+    colours = np.array(((0, 0, 0),) + get_preset("potsdam").palette, np.uint8)
+    (tmp_path / "2_Ortho_RGB").mkdir(); (tmp_path / "5_Labels_all_noBoundary").mkdir()
+    tifffile.imwrite(tmp_path / "2_Ortho_RGB/top_potsdam_2_10_RGB.tif", rgb)
+    tifffile.imwrite(tmp_path / "5_Labels_all_noBoundary/top_potsdam_2_10_label_noBoundary.tif", colours[idx])
+    (t,) = list_tiles("potsdam", tmp_path, "test", ids=["2_10"])
+    img, lab = load_tile(t)
+    np.testing.assert_array_equal(img, rgb)
+    want = np.full(idx.shape, 255, np.uint8)
+    for k in range(1, 7): want[idx == k] = k - 1                                              # per-class masks
+    np.testing.assert_array_equal(lab, want)
+    assert (lab == 255).sum() == (idx == 0).sum() > 0 and (lab == 1).mean() > 0.1             # black ignored; buildings
