@@ -23,7 +23,7 @@ from torch.utils.data import Dataset
 from .core import IGNORE_INDEX, MAX_PIXELS, atomic_write, check_choice, get_preset, imread
 from .maps import read_sgo_sgb, sgo_sgb_paths
 
-# %% ../nbs/02_data.ipynb #c0fdd9a7
+# %% ../nbs/02_data.ipynb #bcf8471f
 def _rgb_code(arr: np.ndarray) -> np.ndarray:
     "H×W×3 uint8 → H×W uint32 code r·2¹⁶ + g·2⁸ + b."
     a = arr.astype(np.uint32)
@@ -58,7 +58,8 @@ _LOVEDA_LUT = np.full(256, IGNORE_INDEX, np.uint8); _LOVEDA_LUT[1:8] = np.arange
 def _decode_loveda(arr: np.ndarray, path) -> np.ndarray:
     if arr.ndim != 2:
         raise ValueError(f"{path}: LoveDA mask has shape {arr.shape}, expected a single-channel H×W PNG "
-                         f"(masks_png/{{id}}.png with values 0 = no-data, 1…7 = classes)")
+                         f"(masks_png/{{id}}.png with values 0 = no-data, 1…7 = classes); this one stores colours — "
+                         f"save the class values themselves (a greyscale or palette-mode PNG), not a coloured rendering")
     if arr.dtype != np.uint8:
         raise ValueError(f"{path}: LoveDA mask has dtype {arr.dtype}, expected an 8-bit PNG (values 0 = no-data, "
                          f"1…7 = classes); re-save it as uint8")
@@ -121,15 +122,23 @@ def _decode_values(arr: np.ndarray, path, spec) -> np.ndarray:
                          f"(not scored) or fix the labels")
     return out.astype(np.uint8)
 
+def _palette_indices(path) -> np.ndarray | None:
+    "The stored indices of a palette-mode (indexed-colour) PNG — the class values, not their display colours; else None."
+    if Path(path).suffix.lower() != ".png": return None
+    from PIL import Image
+    with Image.open(path) as im:
+        return np.asarray(im) if im.mode == "P" else None
+
 def read_label(path, dataset) -> np.ndarray:
     "Read a ground-truth file of `dataset` ('vaihingen', 'loveda' or a spec file) as H×W `uint8` class ids, 255 = ignore."
     spec = get_preset(dataset)
-    arr = imread(path)
+    arr = _palette_indices(path) if spec.layout == "loveda" or (spec.layout is None and spec.labels == "index") else None
+    if arr is None: arr = imread(path)
     if spec.layout == "vaihingen": return _decode_vaihingen(arr, path)
     if spec.layout == "loveda": return _decode_loveda(arr, path)
     return _decode_colours(arr, path, spec) if spec.labels == "palette" else _decode_values(arr, path, spec)
 
-# %% ../nbs/02_data.ipynb #96a82dda
+# %% ../nbs/02_data.ipynb #f02554cc
 def parse_scale(text):
     "`'4095'` → 4095.0, `'0,4095'` → (0.0, 4095.0), `'p2,98'` → 'p2,98', `''`/`'none'` → None (command-line form of `scale`)."
     if text is None or isinstance(text, (int, float, tuple, list)): return text
@@ -157,7 +166,8 @@ def scale_limits(arr: np.ndarray, scale, path, valid: np.ndarray | None = None) 
                          f"scale=MAX maps 0…MAX to 0…255 (4095 for 12-bit counts, 10000 for reflectance ×10⁴, 65535 "
                          f"for the whole uint16 range, 1.0 for float reflectance), scale=(LO, HI) maps LO…HI, "
                          f"scale='p2,98' stretches each band between its 2nd and 98th percentiles "
-                         f"(command line: --scale 4095, --scale 0,4095, --scale p2,98)")
+                         f"(command line: --scale 4095, --scale 0,4095, --scale p2,98; for training, the dataset "
+                         f"spec's key scale: \"0,4095\", see nbs/02b_specs.ipynb)")
     if isinstance(scale, str):
         q = [float(v) for v in scale[1:].split(",")]
         x = arr.reshape(-1, nb) if valid is None else arr[np.asarray(valid, bool)]
