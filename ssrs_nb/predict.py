@@ -6,7 +6,7 @@
 __all__ = ['COG_OPTIONS', 'block_span', 'iter_blocks', 'load_run', 'load_model', 'open_raster', 'raster_scale', 'write_like',
            'write_legend', 'predict_raster', 'read_raster', 'build_parser', 'main']
 
-# %% ../nbs/06a_predict.ipynb #838093a6
+# %% ../nbs/06a_predict.ipynb #039e3697
 import argparse
 import contextlib
 import json
@@ -32,7 +32,7 @@ from ssrs_nb.core import (
     resolve_bands,
     temp_beside,
 )
-from .data import parse_scale, scale_limits, scale_to_uint8
+from .data import check_finite, parse_scale, scale_limits, scale_to_uint8
 from .inference import sliding_window_predict, window_starts
 from .unetformer import create_model, load_weights
 
@@ -328,7 +328,7 @@ def predict_raster(model: nn.Module, input, output, num_classes: int, bands=None
                 window=window, stride=stride, class_pixels={c: int(counts[i]) for i, c in enumerate(classes)},
                 nodata_pixels=int(counts[255]), seconds=round(time.time() - t0, 2))
 
-# %% ../nbs/06a_predict.ipynb #dc3d2966
+# %% ../nbs/06a_predict.ipynb #0d34747e
 from .core import MAX_PIXELS, check_pixels
 
 
@@ -342,6 +342,7 @@ def read_raster(path, bands=None, scale=None, max_pixels: int | None = MAX_PIXEL
                              f"pass bands=(…) with three")
         img = _read_hwc(src, b)
         valid = (src.read_masks(list(b)) > 0).any(0)
+    check_finite(img, path, valid)                  # whole-image uses (SGO/SGB generation) read every valid pixel
     return scale_to_uint8(img, *scale_limits(img, scale, path, valid=valid))
 
 # %% ../nbs/06a_predict.ipynb #8eb9dfd2
