@@ -4,6 +4,7 @@ cache (`tile_cache=DIR`). Each run is a fresh process (ResNet-18 UNetFormer, 1 e
 256² windows, the object and boundary losses on, one 512² test tile); its peak RSS is `ru_maxrss`.
 
     python benchmarks/memory.py          # prints a table and the 48/8 ratios (goal with the cache: <= 1.15)
+    python benchmarks/memory.py --ddp    # also 48 scenes on 2 DDP processes (gloo, CPU): peak RSS of the larger one
 
 One scene is generated and hard-linked under 47 other names (each name is its own tile to the dataset and to the
 cache, which is keyed by path): decoding and memory are per tile, generation time is not what is measured.
@@ -45,18 +46,26 @@ train(cfg)
 print("PEAK_MB", resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
 """
 
-def peak_mb(root: Path, n: int, cache, out: Path) -> float:
-    "Peak RSS (MB) of one training run on `n` training scenes in a fresh process."
+DDP = """
+import resource, subprocess, sys
+subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", sys.argv[1],
+                sys.argv[2]], check=True)
+print("PEAK_MB", resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024)   # the largest process of the job
+"""
+
+def peak_mb(root: Path, n: int, cache, out: Path, ddp: bool = False) -> float:
+    "Peak RSS (MB) of one training run on `n` training scenes in a fresh process (`ddp`: the larger of 2 DDP ranks)."
     cfg = dict(dataset="vaihingen", data_root=str(root), sgo_root=str(root / "sgo"), out_dir=str(out),
                train_ids=list(range(1, n + 1)), test_ids=[TEST_ID], epochs=1, iters_per_epoch=6, batch_size=4,
                window=256, milestones=[], eval_stride=256, num_workers=0, device="cpu", pretrained=False,
                progress=False, tile_cache=str(cache) if cache else None, threads=1)
-    r = subprocess.run([sys.executable, "-c", RUN, json.dumps(cfg)], capture_output=True, text=True,
-                       env={**os.environ, "OMP_NUM_THREADS": "1"})
+    script = out.parent / "bench_train.py"; script.write_text(RUN)
+    cmd = [sys.executable, "-c", DDP, str(script), json.dumps(cfg)] if ddp else [sys.executable, str(script), json.dumps(cfg)]
+    r = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
     if r.returncode: raise RuntimeError(r.stderr[-3000:])
     return float(r.stdout.rsplit("PEAK_MB", 1)[1])
 
-def main() -> dict:
+def main(ddp: bool = False) -> dict:
     with tempfile.TemporaryDirectory() as d:
         root, t0 = Path(d) / "data", time.time()
         make_data(root)
@@ -67,6 +76,12 @@ def main() -> dict:
                 t0 = time.time()
                 res[(mode, n)] = peak_mb(root, n, Path(d) / "cache" if mode == "cache" else None, Path(d) / f"run_{mode}_{n}")
                 print(f"  {mode:5s} {n:2d} scenes: peak RSS {res[(mode, n)]:7.0f} MB ({time.time() - t0:.0f} s)")
+        if ddp:
+            for mode in ("ram", "cache"):
+                res[(f"ddp_{mode}", N_MAX)] = peak_mb(root, N_MAX, Path(d) / "cache" if mode == "cache" else None,
+                                                      Path(d) / f"run_ddp_{mode}", ddp=True)
+                print(f"  {mode:5s} {N_MAX} scenes, 2 DDP processes: peak RSS of the larger "
+                      f"{res[(f'ddp_{mode}', N_MAX)]:7.0f} MB (one process: {res[(mode, N_MAX)]:.0f} MB)")
         cache_mb = sum(f.stat().st_size for f in (Path(d) / "cache").rglob("*.npy")) / 2**20
     ratios = {m: res[(m, N_MAX)] / res[(m, 8)] for m in ("ram", "cache")}
     print(f"peak RSS 48/8 scenes: in RAM ×{ratios['ram']:.2f}, memory-mapped cache ×{ratios['cache']:.2f} (goal <= 1.15); "
@@ -74,4 +89,4 @@ def main() -> dict:
     return dict(peak_mb={f"{m}_{n}": v for (m, n), v in res.items()}, ratios=ratios, cache_mb=cache_mb)
 
 if __name__ == "__main__":
-    main()
+    main(ddp="--ddp" in sys.argv)

@@ -323,7 +323,7 @@ def eval_epochs(epochs: int, milestones: Sequence[int] = (), select_on: str = "l
     if select_on != "last": return list(range(1, epochs + 1))
     return sorted({int(m) for m in milestones if 1 <= m < epochs} | {epochs})
 
-# %% ../nbs/07_training.ipynb #a169ad90
+# %% ../nbs/07_training.ipynb #869e94c4
 def _dist_info():
     if dist.is_available() and dist.is_initialized(): return dist.get_rank(), dist.get_world_size(), False
     world = int(os.environ.get("WORLD_SIZE", "1"))
@@ -363,11 +363,14 @@ def _split_tiles(cfg: TrainConfig) -> tuple:
         val_tiles = list_tiles(cfg.dataset, root, "train", ids=[t.id for t in val_tiles], eroded=True)
     return train_tiles, val_tiles, test_tiles
 
-def _wrap_ddp(model: nn.Module, device: torch.device, world: int) -> tuple:
+def _wrap_ddp(model: nn.Module, device: torch.device, world: int, aux_loss: bool = True) -> tuple:
     "(model to train, plain model): DistributedDataParallel (with SyncBatchNorm on GPUs) when world > 1."
     if world == 1: return model, model
     if device.type == "cuda": model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
-    ddp = nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+    # without the aux loss, the UNetFormer's auxiliary head gets no gradient: DDP must be told (it waits for it otherwise)
+    unused = not aux_loss and any(n.startswith("decoder.aux_head.") for n, _ in model.named_parameters())
+    ddp = nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None,
+                                              find_unused_parameters=unused)
     return ddp, ddp.module
 
 # %% ../nbs/07_training.ipynb #d94175af
@@ -414,7 +417,7 @@ def lock_run_dir(cfg: TrainConfig, rank: int = 0):
             except OSError: pass   # not a writable folder: check_out_dir says so, naming it
         yield
 
-# %% ../nbs/07_training.ipynb #216ca70c
+# %% ../nbs/07_training.ipynb #adaab491
 def setup_run(cfg: TrainConfig, model_fn: Callable[[int], nn.Module] | None = None, rank: int = 0,
               world: int = 1) -> RunState:
     "Device, precision, seeds, tiles, dataset, model, optimizer and loss of the run `cfg` (checked)."
@@ -433,7 +436,7 @@ def setup_run(cfg: TrainConfig, model_fn: Callable[[int], nn.Module] | None = No
                        progress=cfg.progress and rank == 0, cache_dir=cfg.tile_cache)
     model = model_fn(preset.num_classes) if model_fn is not None else \
         create_model(cfg.backbone, preset.num_classes, pretrained=cfg.pretrained)
-    model, net = _wrap_ddp(model.to(device), device, world)
+    model, net = _wrap_ddp(model.to(device), device, world, cfg.aux_loss)
     opt = make_sgd(model.parameters(), cfg.lr, cfg.momentum, cfg.weight_decay, device=device)
     sched = torch.optim.lr_scheduler.MultiStepLR(opt, milestones=list(cfg.milestones), gamma=cfg.gamma)
     record = {"config": cfg.to_dict(), "status": "running", "world_size": world, "device": str(device), "amp": amp,

@@ -115,6 +115,19 @@ def test_ddp_gloo_two_processes_equal_one(data, tmp_path):
         assert ha["eval"]["tiles"] == [5, 21]
 
 
+def test_ddp_trains_the_real_unetformer_with_and_without_aux_loss(data, tmp_path):
+    """torchrun with 2 CPU processes on the ResNet-18 UNetFormer itself (not the test net): without the aux loss its
+    auxiliary head gets no gradient, which DDP must be told (before: every rank died with 'Expected to have finished
+    reduction in the prior iteration')."""
+    for aux in (False, True):
+        cfg = base_cfg(data, tmp_path / f"aux{aux}", epochs=1, iters_per_epoch=2, batch_size=4, aux_loss=aux,
+                       milestones=[], pretrained=False)
+        p = run_script(cfg, "unetformer", nproc=2)
+        finish(p)
+        m = json.loads((tmp_path / f"aux{aux}" / "metrics.json").read_text())
+        assert (m["world_size"], m["status"], m["config"]["aux_loss"]) == (2, "finished", aux)
+
+
 def test_nan_stops_with_iteration_parts_and_last_good_checkpoint(data, tmp_path):
     cfg = base_cfg(data, tmp_path / "nan", ckpt_every=2, iters_per_epoch=6)
     with pytest.raises(FloatingPointError) as e: train(cfg, model_fn=lambda C: NaNAt(C, at=5))
