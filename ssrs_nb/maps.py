@@ -6,7 +6,7 @@
 __all__ = ['SETTINGS_KEY', 'sgo_sgb_paths', 'png_damage', 'png_text', 'settings_diff', 'check_sgb', 'read_sgo_sgb',
            'write_maps_geotiff', 'generate_dataset']
 
-# %% ../nbs/01b_maps.ipynb #e73b90e4
+# %% ../nbs/01b_maps.ipynb #ffcd4443
 import json
 import os
 import platform
@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .core import atomic_write_bytes, atomic_write_json, imread, remove_stale_temps, temp_beside
+from .core import atomic_write_bytes, atomic_write_json, check_writable, imread, remove_stale_temps
 from .sam import generate_sgo_sgb
 
 # %% ../nbs/01b_maps.ipynb #60f36c92
@@ -324,7 +324,7 @@ def _in_processes(todo: list, generator, opts: dict, out_dir: Path, record: str,
             for proc in list((pool._processes or {}).values()): proc.terminate()
             pool.shutdown(wait=False, cancel_futures=True); raise
 
-# %% ../nbs/01b_maps.ipynb #a2e0ea74
+# %% ../nbs/01b_maps.ipynb #62464377
 def _reader_id(reader) -> dict:
     "How images are read, for the settings record: {} for the default reader, else the function and its arguments."
     if reader is None: return {}
@@ -333,7 +333,7 @@ def _reader_id(reader) -> dict:
 
 def _writable(folder: Path) -> bool:
     "Whether this process can create files in `folder` (a read-only mount or folder: False)."
-    try: fd, t = temp_beside(folder / ".probe"); os.close(fd); os.unlink(t)
+    try: check_writable(folder / ".probe", "map folder")
     except OSError: return False
     return True
 
